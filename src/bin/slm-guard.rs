@@ -1,0 +1,354 @@
+//! `slm-guard`: the native command line.
+//!
+//!   slm-guard classify "text"            print the verdict as JSON
+//!   slm-guard classify --jsonl < in.jsonl  one verdict per input line (fields other than `text` are echoed)
+//!   slm-guard bench                       latency, throughput, load time and peak memory
+
+use std::io::{BufRead, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde_json::{json, Map, Value};
+use slm_guard::{Guard, GuardError, ModelFiles, Policy};
+
+#[derive(Parser)]
+#[command(
+    name = "slm-guard",
+    version,
+    about = "Bilingual (Korean + English) chat-message safety guard"
+)]
+struct Cli {
+    /// Model directory (manifest.json, model.gguf, tokenizer.json). Default: $SLM_GUARD_MODEL or the shipped one.
+    #[arg(long, global = true)]
+    model: Option<PathBuf>,
+    /// CPU threads (default: all cores; `bench` defaults to 1).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Classify one message, or JSON lines from stdin with --jsonl.
+    Classify {
+        text: Option<String>,
+        /// Read JSON objects with a `text` field from stdin, write one result per line.
+        #[arg(long)]
+        jsonl: bool,
+        /// Policy JSON file (thresholds, actions, sensitivity, fail mode).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Lines classified together (bounded memory; output is written after each group).
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+    },
+    /// Measure latency (median, p95) at ~16/64/256 tokens, batch throughput, load time and peak memory.
+    Bench {
+        #[arg(long, default_value_t = 50)]
+        iters: usize,
+        /// Write the results as JSON here as well.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn default_model_dir() -> PathBuf {
+    std::env::var_os("SLM_GUARD_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models/classifier")))
+}
+
+fn load(dir: &PathBuf) -> Result<Guard, GuardError> {
+    Guard::load(&ModelFiles::from_dir(dir)?)
+}
+
+fn fail(e: &GuardError) -> ExitCode {
+    eprintln!("slm-guard: error [{}]: {e}", e.code());
+    ExitCode::from(match e {
+        GuardError::Integrity { .. }
+        | GuardError::Manifest(_)
+        | GuardError::Version { .. }
+        | GuardError::Weights(_)
+        | GuardError::Tokenizer(_) => 3,
+        GuardError::Io(_) => 4,
+        _ => 2,
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let threads = cli
+        .threads
+        .or(matches!(cli.command, Command::Bench { .. }).then_some(1));
+    if let Some(n) = threads {
+        std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string()); // read by candle's CPU kernels
+    }
+    let dir = cli.model.clone().unwrap_or_else(default_model_dir);
+    let result = match cli.command {
+        Command::Classify {
+            text,
+            jsonl,
+            policy,
+            batch,
+        } => classify(&dir, text, jsonl, policy, batch.max(1)),
+        Command::Bench { iters, out } => bench(&dir, iters.max(5), out),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn read_policy(path: Option<PathBuf>) -> Result<Policy, GuardError> {
+    match path {
+        None => Ok(Policy::default()),
+        Some(p) => {
+            let s = std::fs::read_to_string(&p)
+                .map_err(|e| GuardError::Io(format!("{}: {e}", p.display())))?;
+            Policy::from_json(&s)
+        }
+    }
+}
+
+fn classify(
+    dir: &PathBuf,
+    text: Option<String>,
+    jsonl: bool,
+    policy: Option<PathBuf>,
+    batch: usize,
+) -> Result<(), GuardError> {
+    let policy = read_policy(policy)?;
+    let guard = load(dir)?;
+    guard.resolve(&policy)?; // reject a bad policy before reading input
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    if !jsonl {
+        let text = text.ok_or_else(|| {
+            GuardError::Input("give a message, or --jsonl to read JSON lines from stdin".into())
+        })?;
+        let v = guard.classify(&text, &policy)?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&v).expect("verdict serialises")
+        )?;
+        return Ok(());
+    }
+    if text.is_some() {
+        return Err(GuardError::Input(
+            "--jsonl reads stdin; do not also pass a message".into(),
+        ));
+    }
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut line_no = 0usize;
+    let mut buf = Vec::new();
+    let mut pending: Vec<(usize, Result<(Map<String, Value>, String), Value>)> =
+        Vec::with_capacity(batch);
+    loop {
+        buf.clear();
+        let n = input.read_until(b'\n', &mut buf)?;
+        if n > 0 {
+            line_no += 1;
+            if buf.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            pending.push((line_no, parse_line(&buf)));
+        }
+        if pending.len() >= batch || (n == 0 && !pending.is_empty()) {
+            flush(&guard, &policy, &mut pending, &mut out)?;
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// A JSON object with a string `text`; anything else becomes an error object for that line.
+fn parse_line(bytes: &[u8]) -> Result<(Map<String, Value>, String), Value> {
+    let err = |code: &str, msg: String| json!({"error": {"code": code, "message": msg}});
+    let s = std::str::from_utf8(bytes)
+        .map_err(|e| err("INVALID_UTF8", format!("line is not valid UTF-8: {e}")))?;
+    let v: Value =
+        serde_json::from_str(s.trim_end()).map_err(|e| err("INVALID_JSON", e.to_string()))?;
+    let Value::Object(mut obj) = v else {
+        return Err(err("INVALID_JSON", "line must be a JSON object".into()));
+    };
+    match obj.remove("text") {
+        Some(Value::String(t)) => Ok((obj, t)),
+        Some(_) => Err(with_echo(
+            err("INVALID_INPUT", "`text` must be a string".into()),
+            &obj,
+        )),
+        None => Err(with_echo(
+            err("INVALID_INPUT", "missing `text` field".into()),
+            &obj,
+        )),
+    }
+}
+
+fn with_echo(mut v: Value, fields: &Map<String, Value>) -> Value {
+    if let (Value::Object(o), Some(id)) = (&mut v, fields.get("id")) {
+        o.insert("id".into(), id.clone());
+    }
+    v
+}
+
+fn flush(
+    guard: &Guard,
+    policy: &Policy,
+    pending: &mut Vec<(usize, Result<(Map<String, Value>, String), Value>)>,
+    out: &mut impl Write,
+) -> Result<(), GuardError> {
+    let texts: Vec<&str> = pending
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok().map(|(_, t)| t.as_str()))
+        .collect();
+    let mut verdicts = guard.classify_batch(&texts, policy)?.into_iter();
+    for (line, r) in pending.drain(..) {
+        let v = match r {
+            Ok((mut fields, _)) => {
+                let verdict = verdicts.next().expect("one verdict per text");
+                if let Some(e) = &verdict.error {
+                    fields.insert(
+                        "error".into(),
+                        json!({"code": e.code, "message": e.message}),
+                    );
+                }
+                fields.insert(
+                    "verdict".into(),
+                    serde_json::to_value(&verdict).expect("verdict serialises"),
+                );
+                Value::Object(fields)
+            }
+            Err(mut e) => {
+                e.as_object_mut()
+                    .expect("error object")
+                    .insert("line".into(), json!(line));
+                e
+            }
+        };
+        writeln!(out, "{v}")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i]
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// A message of about `target` tokens, made of mixed Korean/English chat sentences.
+fn message_of(guard: &Guard, target: usize) -> String {
+    const PARTS: &[&str] = &[
+        "오늘 회의 자료 정리해서 팀장님께 보내드려야 하는데 요약 좀 도와줄래?",
+        "Can you help me plan a weekend trip to Busan with a small budget?",
+        "요즘 잠을 잘 못 자서 그런지 하루 종일 피곤하네요.",
+        "What are some good ways to learn Rust if I already know Python?",
+    ];
+    let mut text = String::new();
+    let mut i = 0;
+    loop {
+        let next = if text.is_empty() {
+            PARTS[i % PARTS.len()].to_string()
+        } else {
+            format!("{text} {}", PARTS[i % PARTS.len()])
+        };
+        let tokens = guard
+            .windows(&next, usize::MAX)
+            .map(|w| w.iter().map(|w| w.ids.len()).sum::<usize>())
+            .unwrap_or(0);
+        if tokens > target && !text.is_empty() {
+            // trim words from the end until we are at or just under the target
+            let mut words: Vec<&str> = next.split(' ').collect();
+            while words.len() > 1 {
+                let t = words.join(" ");
+                let n = guard
+                    .windows(&t, usize::MAX)
+                    .map(|w| w[0].ids.len())
+                    .unwrap_or(0);
+                if n <= target {
+                    return t;
+                }
+                words.pop();
+            }
+            return text;
+        }
+        text = next;
+        i += 1;
+    }
+}
+
+fn bench(dir: &PathBuf, iters: usize, out_path: Option<PathBuf>) -> Result<(), GuardError> {
+    let files = ModelFiles::from_dir(dir)?;
+    let mut load_ms = Vec::new();
+    let mut guard = None;
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        guard = Some(Guard::load(&files)?);
+        load_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let guard = guard.expect("loaded");
+    load_ms.sort_by(f64::total_cmp);
+    let policy = Policy::default();
+    let mut latency = Vec::new();
+    for target in [16usize, 64, 256] {
+        let text = message_of(&guard, target);
+        let tokens = guard
+            .windows(&text, usize::MAX)?
+            .iter()
+            .map(|w| w.ids.len())
+            .sum::<usize>();
+        for _ in 0..3 {
+            guard.classify(&text, &policy)?; // warm-up
+        }
+        let mut ms: Vec<f64> = (0..iters)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                guard
+                    .classify(&text, &policy)
+                    .map(|_| t.elapsed().as_secs_f64() * 1e3)
+            })
+            .collect::<Result<_, _>>()?;
+        ms.sort_by(f64::total_cmp);
+        latency.push(json!({"target_tokens": target, "tokens": tokens, "windows": guard.windows(&text, usize::MAX)?.len(),
+            "median_ms": percentile(&ms, 0.5), "p95_ms": percentile(&ms, 0.95), "iters": iters}));
+    }
+    let msg = message_of(&guard, 32);
+    let batch: Vec<&str> = std::iter::repeat_n(msg.as_str(), 64).collect();
+    guard.classify_batch(&batch, &policy)?;
+    let rounds = 5;
+    let t = std::time::Instant::now();
+    for _ in 0..rounds {
+        guard.classify_batch(&batch, &policy)?;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
+    let report = json!({
+        "model": format!("{}@{}", guard.info().model, guard.info().version),
+        "backend": guard.info().backend, "threads": threads, "target": std::env::consts::ARCH,
+        "load_ms_median": percentile(&load_ms, 0.5),
+        "latency": latency,
+        "throughput_msgs_per_s_batch64_32tok": (rounds * batch.len()) as f64 / secs,
+        "peak_rss_mb": peak_rss_mb(),
+        "weights_bytes": guard.info().weights_bytes, "tokenizer_bytes": guard.info().tokenizer_bytes,
+    });
+    println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+    if let Some(p) = out_path {
+        std::fs::write(&p, serde_json::to_string_pretty(&report).expect("json"))
+            .map_err(|e| GuardError::Io(format!("{}: {e}", p.display())))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! slm-guard: a bilingual (Korean + English) safety guard that checks a chat message on the client before it is
+//! sent to a large model. See ARCHITECTURE.md for the map of this crate.
+
+pub mod backend;
+mod clock;
+pub mod error;
+pub mod guard;
+pub mod manifest;
+pub mod model;
+pub mod policy;
+pub mod text;
+pub mod tokenizer;
+pub mod verdict;
+
+pub use error::{GuardError, Result};
+pub use guard::{Guard, ModelFiles, ModelInfo};
+pub use policy::{Action, FailMode, Policy};
+pub use verdict::{Scores, Verdict};

@@ -1,0 +1,67 @@
+//! Read a GGUF file held in memory (same code path in the browser, edge workers and natively) with candle's
+//! parser, and hand out tensors by name with clear errors.
+
+use std::io::Cursor;
+
+use candle_core::quantized::{gguf_file, QTensor};
+use candle_core::Device;
+
+use crate::error::{GuardError, Result};
+
+pub struct GgufWeights<'a> {
+    content: gguf_file::Content,
+    reader: Cursor<&'a [u8]>,
+}
+
+impl<'a> GgufWeights<'a> {
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<Self> {
+        let mut reader = Cursor::new(bytes);
+        let content = gguf_file::Content::read(&mut reader)
+            .map_err(|e| GuardError::Weights(format!("not a readable GGUF file: {e}")))?;
+        Ok(Self { content, reader })
+    }
+
+    pub fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<QTensor> {
+        let t = self
+            .content
+            .tensor(&mut self.reader, name, &Device::Cpu)
+            .map_err(|e| GuardError::Weights(format!("tensor `{name}`: {e}")))?;
+        if t.shape().dims() != shape {
+            return Err(GuardError::Weights(format!(
+                "tensor `{name}` has shape {:?}, expected {shape:?}",
+                t.shape().dims()
+            )));
+        }
+        Ok(t)
+    }
+
+    pub fn u32(&self, key: &str) -> Result<u32> {
+        self.content
+            .metadata
+            .get(key)
+            .and_then(|v| v.to_u32().ok())
+            .ok_or_else(|| GuardError::Weights(format!("metadata `{key}` missing or not a u32")))
+    }
+
+    pub fn f32(&self, key: &str) -> Result<f32> {
+        self.content
+            .metadata
+            .get(key)
+            .and_then(|v| v.to_f32().ok())
+            .ok_or_else(|| GuardError::Weights(format!("metadata `{key}` missing or not an f32")))
+    }
+
+    pub fn strings(&self, key: &str) -> Result<Vec<String>> {
+        let bad = || GuardError::Weights(format!("metadata `{key}` missing or not a string array"));
+        let v = self
+            .content
+            .metadata
+            .get(key)
+            .ok_or_else(bad)?
+            .to_vec()
+            .map_err(|_| bad())?;
+        v.iter()
+            .map(|s| s.to_string().cloned().map_err(|_| bad()))
+            .collect()
+    }
+}

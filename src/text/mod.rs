@@ -1,0 +1,5 @@
+//! Text preparation before tokenization.
+
+mod normalize;
+
+pub use normalize::normalize;

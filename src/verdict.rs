@@ -1,0 +1,130 @@
+//! The verdict returned for each message, shaped like the OpenAI moderation result so users recognise it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::GuardError;
+use crate::policy::{Action, FailMode, ResolvedPolicy};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The message is unsafe under the policy (overall score or any category at or above its threshold).
+    pub flagged: bool,
+    /// Probability that the message is unsafe.
+    pub score: f32,
+    /// Highest-scoring flagged category, if flagged.
+    pub category: Option<String>,
+    pub categories: BTreeMap<String, bool>,
+    pub category_scores: BTreeMap<String, f32>,
+    /// What the caller should do: `block`, `flag` (let it through, but record it) or `allow`.
+    pub action: Action,
+    /// `name@version` of the model that decided.
+    pub model: String,
+    pub backend: String,
+    pub timing_ms: f64,
+    /// Tokens read and windows run (long inputs are split into overlapping windows; the worst one decides).
+    pub tokens: usize,
+    pub windows: usize,
+    /// Set when the model could not run and the policy's fail mode decided instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<VerdictError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerdictError {
+    pub code: String,
+    pub message: String,
+}
+
+/// Per-label probabilities for one message (after worst-window aggregation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scores {
+    pub unsafe_prob: f32,
+    pub categories: Vec<f32>,
+    pub tokens: usize,
+    pub windows: usize,
+}
+
+impl Verdict {
+    pub fn decide(
+        s: &Scores,
+        p: &ResolvedPolicy,
+        model: &str,
+        backend: &str,
+        timing_ms: f64,
+    ) -> Self {
+        let mut categories = BTreeMap::new();
+        let mut category_scores = BTreeMap::new();
+        let mut hit: Vec<(f32, &str, Action)> = Vec::new();
+        let mut top: Option<(f32, &str)> = None;
+        for ((name, threshold, action), &score) in p.categories.iter().zip(&s.categories) {
+            let on = score >= *threshold;
+            categories.insert(name.clone(), on);
+            category_scores.insert(name.clone(), score);
+            if on {
+                hit.push((score, name, *action));
+            }
+            if top.is_none_or(|(t, _)| score > t) {
+                top = Some((score, name));
+            }
+        }
+        let flagged = s.unsafe_prob >= p.unsafe_threshold || !hit.is_empty();
+        hit.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let category = if !flagged {
+            None
+        } else {
+            hit.first()
+                .map(|h| h.1)
+                .or(top.map(|t| t.1))
+                .map(str::to_string)
+        };
+        let action = if !flagged {
+            Action::Allow
+        } else if hit.is_empty() {
+            p.default_action
+        } else {
+            hit.iter().map(|h| h.2).max().unwrap_or(p.default_action)
+        };
+        Verdict {
+            flagged,
+            score: s.unsafe_prob,
+            category,
+            categories,
+            category_scores,
+            action,
+            model: model.to_string(),
+            backend: backend.to_string(),
+            timing_ms,
+            tokens: s.tokens,
+            windows: s.windows,
+            error: None,
+        }
+    }
+
+    /// The verdict the fail mode gives when the model could not run.
+    pub fn failed(err: &GuardError, p: &ResolvedPolicy, model: &str, backend: &str) -> Self {
+        let blocked = p.fail_mode == FailMode::Closed;
+        Verdict {
+            flagged: blocked,
+            score: if blocked { 1.0 } else { 0.0 },
+            category: None,
+            categories: p.categories.iter().map(|c| (c.0.clone(), false)).collect(),
+            category_scores: BTreeMap::new(),
+            action: if blocked {
+                Action::Block
+            } else {
+                Action::Allow
+            },
+            model: model.to_string(),
+            backend: backend.to_string(),
+            timing_ms: 0.0,
+            tokens: 0,
+            windows: 0,
+            error: Some(VerdictError {
+                code: err.code().to_string(),
+                message: err.to_string(),
+            }),
+        }
+    }
+}
