@@ -184,6 +184,7 @@ def main():
     ap.add_argument("--shared", default=str(HERE.parents[2] / "shared" / "data"))
     ap.add_argument("--synthetic", default=str(HERE / "synthetic"))
     ap.add_argument("--out", default=str(HERE / "build"))
+    ap.add_argument("--card", default=str(HERE.parent / "DATA_CARD.md"), help="data card whose tables are rewritten")
     ap.add_argument("--permissive-only", action="store_true",
                     help="keep only rows whose licence allows commercial use (drops NC, ND, unlicensed, GPL sources)")
     a = ap.parse_args()
@@ -198,6 +199,8 @@ def main():
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
     summary = summarise(rows, stats, a.permissive_only)
     (out / "stats.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1, sort_keys=True))
+    from data import card
+    card.write(a.card, summary)
     splits = Counter(r["split"] for r in rows)
     print(f"{len(rows)} rows -> {out / 'unified.jsonl'}  {dict(splits)}")
 
