@@ -6,6 +6,7 @@ use crate::error::{GuardError, Result};
 use crate::manifest::Manifest;
 use crate::model::Classifier;
 use crate::policy::{Policy, ResolvedPolicy};
+use crate::reply::language;
 use crate::text::normalize;
 use crate::tokenizer::{TextTokenizer, Window};
 use crate::verdict::{Scores, Verdict};
@@ -213,6 +214,7 @@ impl Guard {
         Ok(Verdict::decide(
             &s,
             &p,
+            language(text),
             &self.model_id(),
             self.backend.name(),
             now_ms() - t0,
@@ -229,18 +231,19 @@ impl Guard {
         let (model, backend) = (self.model_id(), self.backend.name());
         Ok(scores
             .into_iter()
-            .map(|s| match s {
-                Ok(s) => Verdict::decide(&s, &p, &model, backend, each),
-                Err(e) => Verdict::failed(&e, &p, &model, backend),
+            .zip(texts)
+            .map(|(s, text)| match s {
+                Ok(s) => Verdict::decide(&s, &p, language(text), &model, backend, each),
+                Err(e) => Verdict::failed(&e, &p, language(text), &model, backend),
             })
             .collect())
     }
 
     /// The verdict the policy's fail mode gives for an error (for callers that must answer anyway).
-    pub fn fail_verdict(&self, err: &GuardError, policy: &Policy) -> Verdict {
+    pub fn fail_verdict(&self, err: &GuardError, text: &str, policy: &Policy) -> Verdict {
         let p = self
             .resolve(policy)
             .unwrap_or_else(|_| Policy::default().resolve(&[], &Default::default()).unwrap());
-        Verdict::failed(err, &p, &self.model_id(), self.backend.name())
+        Verdict::failed(err, &p, language(text), &self.model_id(), self.backend.name())
     }
 }

@@ -8,6 +8,7 @@ pub mod guard;
 pub mod manifest;
 pub mod model;
 pub mod policy;
+pub mod reply;
 pub mod text;
 pub mod tokenizer;
 pub mod verdict;
@@ -16,3 +17,6 @@ pub use error::{GuardError, Result};
 pub use guard::{Guard, ModelFiles, ModelInfo};
 pub use policy::{Action, FailMode, Policy};
 pub use verdict::{Scores, Verdict};
+
+#[cfg(target_arch = "wasm32")]
+mod wasm;

@@ -49,6 +49,9 @@ pub struct Policy {
     pub fail_mode: FailMode,
     /// Inputs longer than this (UTF-8 bytes) are refused with `INPUT_TOO_LONG` rather than silently cut.
     pub max_input_bytes: usize,
+    /// Operator override (the seed paper's `<|force-safety|>`): answer every message with a safe reply instead of
+    /// passing it on, whatever the model says. The verdict still reports the model's own scores and `flagged`.
+    pub force_safety: bool,
 }
 
 impl Default for Policy {
@@ -60,6 +63,7 @@ impl Default for Policy {
             categories: BTreeMap::new(),
             fail_mode: FailMode::Closed,
             max_input_bytes: 256 * 1024,
+            force_safety: false,
         }
     }
 }
@@ -72,6 +76,7 @@ pub struct ResolvedPolicy {
     pub default_action: Action,
     pub fail_mode: FailMode,
     pub max_input_bytes: usize,
+    pub force_safety: bool,
 }
 
 fn shift(threshold: f32, sensitivity: f32) -> f32 {
@@ -136,6 +141,7 @@ impl Policy {
             default_action: self.default_action,
             fail_mode: self.fail_mode,
             max_input_bytes: self.max_input_bytes,
+            force_safety: self.force_safety,
         })
     }
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::GuardError;
 use crate::policy::{Action, FailMode, ResolvedPolicy};
+use crate::reply::safe_reply;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
@@ -26,6 +27,11 @@ pub struct Verdict {
     /// Tokens read and windows run (long inputs are split into overlapping windows; the worst one decides).
     pub tokens: usize,
     pub windows: usize,
+    /// Language of the message (`ko` or `en`), used for the reply.
+    pub lang: String,
+    /// When the action is `block`: a safe reply in the message's language to show instead of sending it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply: Option<String>,
     /// Set when the model could not run and the policy's fail mode decided instead.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<VerdictError>,
@@ -50,6 +56,7 @@ impl Verdict {
     pub fn decide(
         s: &Scores,
         p: &ResolvedPolicy,
+        lang: &str,
         model: &str,
         backend: &str,
         timing_ms: f64,
@@ -79,13 +86,16 @@ impl Verdict {
                 .or(top.map(|t| t.1))
                 .map(str::to_string)
         };
-        let action = if !flagged {
+        let action = if p.force_safety {
+            Action::Block
+        } else if !flagged {
             Action::Allow
         } else if hit.is_empty() {
             p.default_action
         } else {
             hit.iter().map(|h| h.2).max().unwrap_or(p.default_action)
         };
+        let reply = (action == Action::Block).then(|| safe_reply(category.as_deref(), lang).to_string());
         Verdict {
             flagged,
             score: s.unsafe_prob,
@@ -98,12 +108,14 @@ impl Verdict {
             timing_ms,
             tokens: s.tokens,
             windows: s.windows,
+            lang: lang.to_string(),
+            reply,
             error: None,
         }
     }
 
     /// The verdict the fail mode gives when the model could not run.
-    pub fn failed(err: &GuardError, p: &ResolvedPolicy, model: &str, backend: &str) -> Self {
+    pub fn failed(err: &GuardError, p: &ResolvedPolicy, lang: &str, model: &str, backend: &str) -> Self {
         let blocked = p.fail_mode == FailMode::Closed;
         Verdict {
             flagged: blocked,
@@ -121,6 +133,8 @@ impl Verdict {
             timing_ms: 0.0,
             tokens: 0,
             windows: 0,
+            lang: lang.to_string(),
+            reply: blocked.then(|| safe_reply(None, lang).to_string()),
             error: Some(VerdictError {
                 code: err.code().to_string(),
                 message: err.to_string(),

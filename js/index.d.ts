@@ -1,0 +1,128 @@
+// TypeScript declarations for the slm-guard npm package.
+
+export type Category =
+  | 'hate' | 'harassment' | 'violence' | 'sexual' | 'sexual_minors'
+  | 'self_harm' | 'crime' | 'privacy' | 'prompt_attack';
+
+export type Action = 'block' | 'flag' | 'allow';
+
+/** Stable error codes (`GuardError.code`). */
+export type ErrorCode =
+  | 'MODEL_INTEGRITY' | 'MODEL_MANIFEST' | 'MODEL_VERSION' | 'MODEL_WEIGHTS' | 'MODEL_TOKENIZER'
+  | 'INPUT_TOO_LONG' | 'INVALID_INPUT' | 'INVALID_POLICY' | 'BACKEND_UNAVAILABLE' | 'INFERENCE_FAILED'
+  | 'DISPOSED' | 'IO' | 'NETWORK' | 'WORKER' | 'INTERNAL';
+
+export class GuardError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string);
+}
+
+export interface CategoryRule {
+  /** Probability at or above which the category is flagged (before sensitivity). Default: the model's. */
+  threshold?: number;
+  action?: Action;
+}
+
+export interface Policy {
+  /** 0..1, default 0.5 (thresholds as given); higher flags more. */
+  sensitivity?: number;
+  /** Threshold on the overall unsafe probability. Default: the model's. */
+  unsafe_threshold?: number;
+  /** Action when a message is unsafe but no category reaches its threshold. Default 'block'. */
+  default_action?: Action;
+  categories?: Partial<Record<Category, CategoryRule>>;
+  /** What a failure to run the model means: 'closed' (block, default) or 'open' (allow). */
+  fail_mode?: 'open' | 'closed';
+  /** Longer inputs (UTF-8 bytes) are refused with INPUT_TOO_LONG. Default 262144. */
+  max_input_bytes?: number;
+  /** Operator override: answer every message with a safe reply (action 'block'), whatever the model says. */
+  force_safety?: boolean;
+}
+
+/** Shaped like the OpenAI moderation result. */
+export interface Verdict {
+  flagged: boolean;
+  /** Probability that the message is unsafe. */
+  score: number;
+  category: Category | null;
+  categories: Record<Category, boolean>;
+  category_scores: Record<Category, number>;
+  action: Action;
+  /** `name@version` of the model that decided. */
+  model: string;
+  backend: 'cpu' | 'webgpu';
+  timing_ms: number;
+  tokens: number;
+  windows: number;
+  /** Language of the message, used for the reply. */
+  lang: 'ko' | 'en';
+  /** When action is 'block': a safe reply in the message's language to show instead. */
+  reply?: string;
+  /** Present when the model could not run and the fail mode decided. */
+  error?: { code: ErrorCode; message: string };
+}
+
+export interface ProgressEvent {
+  file: string;
+  loaded: number;
+  total: number;
+  fromCache: boolean;
+}
+
+export interface ModelBytes {
+  manifest: Uint8Array | ArrayBuffer | string;
+  weights: Uint8Array | ArrayBuffer;
+  tokenizer: Uint8Array | ArrayBuffer | string;
+}
+
+export interface LoadOptions {
+  /** Base URL of a model directory, a local path (Node, Deno), or the files' bytes. */
+  model: string | URL | ModelBytes;
+  backend?: 'auto' | 'cpu' | 'webgpu';
+  onProgress?: (e: ProgressEvent) => void;
+  /** Cache model files in the Cache API (memory when unavailable). Default true. */
+  cache?: boolean;
+  /** The wasm module (edge workers import it as a module), its bytes or URL. Default: next to this file. */
+  wasm?: WebAssembly.Module | BufferSource | string | URL;
+}
+
+export interface ModelInfo {
+  model: string;
+  version: string;
+  backend: 'cpu' | 'webgpu';
+  requestedBackend: 'auto' | 'cpu' | 'webgpu';
+  labels: string[];
+  categories: Category[];
+  thresholds: Record<string, number>;
+  weights_bytes: number;
+  tokenizer_bytes: number;
+  vocab: number;
+  max_tokens: number;
+  quantization: Record<string, string>;
+  load_ms: number;
+  loadMs: number;
+  fromCache: Record<string, boolean>;
+}
+
+export class Guard {
+  static load(options: LoadOptions): Promise<Guard>;
+  classify(text: string, policy?: Policy): Promise<Verdict>;
+  classifyBatch(texts: string[], policy?: Policy): Promise<Verdict[]>;
+  /** The fail-mode verdict for an error; `text` picks the reply language. */
+  failVerdict(error: unknown, text?: string, policy?: Policy): Verdict;
+  info(): ModelInfo;
+  dispose(): void;
+}
+
+export interface GuardWorker {
+  ready: Promise<ModelInfo>;
+  classify(text: string, policy?: Policy): Promise<Verdict>;
+  classifyBatch(texts: string[], policy?: Policy): Promise<Verdict[]>;
+  info(): Promise<ModelInfo>;
+  dispose(): Promise<void>;
+  terminate(): void;
+}
+
+export function createGuardWorker(options: Omit<LoadOptions, 'wasm'>): GuardWorker;
+export function initWasm(wasm?: LoadOptions['wasm']): Promise<unknown>;
+export function normalize(text: string): string;

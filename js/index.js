@@ -1,0 +1,332 @@
+// slm-guard JavaScript API: a thin layer over the Rust core (compiled to wasm). It fetches, caches and hands the
+// model files to Rust; verification, inference and policy are all Rust.
+import init, { initSync, WasmGuard, normalizeText } from './slm_guard.js';
+
+const CACHE_NAME = 'slm-guard-models-v1';
+const FILES = ['model.gguf', 'tokenizer.json'];
+const memoryCache = new Map(); // sha256 -> Uint8Array, when the Cache API is missing or full
+
+export class GuardError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = 'GuardError';
+    this.code = code;
+  }
+}
+
+const isNode = typeof process !== 'undefined' && !!process.versions?.node && typeof globalThis.Deno === 'undefined';
+const isDeno = typeof globalThis.Deno !== 'undefined';
+
+let wasmReady = null;
+
+/** Initialise the wasm module once. `wasm` may be a WebAssembly.Module (edge workers), bytes, or a URL. */
+export function initWasm(wasm) {
+  if (!wasmReady) {
+    wasmReady = (async () => {
+      if (wasm instanceof WebAssembly.Module) return initSync({ module: wasm });
+      if (wasm instanceof ArrayBuffer || ArrayBuffer.isView(wasm)) return initSync({ module: wasm });
+      if (wasm) return init({ module_or_path: wasm });
+      const url = new URL('./slm_guard_bg.wasm', import.meta.url);
+      if (isNode) {
+        const { readFile } = await import('node:fs/promises');
+        return initSync({ module: await readFile(url) });
+      }
+      if (isDeno && url.protocol === 'file:') return initSync({ module: await Deno.readFile(url) });
+      return init({ module_or_path: url });
+    })().catch((e) => {
+      wasmReady = null;
+      throw e;
+    });
+  }
+  return wasmReady;
+}
+
+function rethrow(e) {
+  if (e instanceof GuardError) throw e;
+  if (e && typeof e.code === 'string') throw new GuardError(e.code, e.message);
+  throw new GuardError('INTERNAL', String(e?.message ?? e));
+}
+
+function asBytes(x, what) {
+  if (x instanceof Uint8Array) return x;
+  if (x instanceof ArrayBuffer) return new Uint8Array(x);
+  if (ArrayBuffer.isView(x)) return new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
+  if (typeof x === 'string') return new TextEncoder().encode(x);
+  throw new GuardError('INVALID_INPUT', `${what} must be bytes (Uint8Array or ArrayBuffer)`);
+}
+
+function isLocalPath(model) {
+  if (!(isNode || isDeno)) return false;
+  if (model instanceof URL) return model.protocol === 'file:';
+  return typeof model === 'string' && !/^[a-z][a-z0-9+.-]*:\/\//i.test(model);
+}
+
+async function readLocal(base, name) {
+  const url = base instanceof URL ? new URL(name, base) : null;
+  try {
+    if (isDeno) return await Deno.readFile(url ?? `${base.replace(/\/?$/, '/')}${name}`);
+    const { readFile } = await import('node:fs/promises');
+    const { join } = await import('node:path');
+    return new Uint8Array(await readFile(url ?? join(base, name)));
+  } catch (e) {
+    throw new GuardError('IO', `cannot read model file ${name}: ${e.message}`);
+  }
+}
+
+async function sha256(bytes) {
+  const digest = await crypto.subtle.digest('SHA-256', bytes);
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+async function openCache(enabled) {
+  if (!enabled || typeof caches === 'undefined') return null;
+  try {
+    return await caches.open(CACHE_NAME);
+  } catch {
+    return null; // storage disabled (private mode, opaque origin): memory only
+  }
+}
+
+async function fetchWithProgress(url, file, expectedBytes, onProgress) {
+  let res;
+  try {
+    res = await fetch(url);
+  } catch (e) {
+    throw new GuardError('NETWORK', `cannot fetch ${url}: ${e.message}`);
+  }
+  if (!res.ok) throw new GuardError('NETWORK', `cannot fetch ${url}: HTTP ${res.status}`);
+  const total = Number(res.headers.get('content-length')) || expectedBytes || 0;
+  if (!res.body || !onProgress) return new Uint8Array(await res.arrayBuffer());
+  const reader = res.body.getReader();
+  const chunks = [];
+  let loaded = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.byteLength;
+    onProgress({ file, loaded, total, fromCache: false });
+  }
+  const out = new Uint8Array(loaded);
+  let o = 0;
+  for (const c of chunks) {
+    out.set(c, o);
+    o += c.byteLength;
+  }
+  return out;
+}
+
+/** Cache-first load of one model file, keyed by its sha256 so a new model version never reads a stale file. */
+async function loadFile(base, name, entry, cache, onProgress) {
+  const url = new URL(name, base);
+  const key = new Request(`${url.href}?sha256=${entry.sha256}`);
+  const mem = memoryCache.get(entry.sha256);
+  if (mem) {
+    onProgress?.({ file: name, loaded: mem.byteLength, total: mem.byteLength, fromCache: true });
+    return { bytes: mem, fromCache: true, key };
+  }
+  if (cache) {
+    const hit = await cache.match(key).catch(() => undefined);
+    if (hit) {
+      const bytes = new Uint8Array(await hit.arrayBuffer());
+      if ((await sha256(bytes)) === entry.sha256) {
+        onProgress?.({ file: name, loaded: bytes.byteLength, total: bytes.byteLength, fromCache: true });
+        return { bytes, fromCache: true, key };
+      }
+      await cache.delete(key).catch(() => {}); // corrupted entry: refetch
+    }
+  }
+  const bytes = await fetchWithProgress(url.href, name, entry.bytes, onProgress);
+  return { bytes, fromCache: false, key };
+}
+
+async function loadManifest(base, cache) {
+  const url = new URL('manifest.json', base).href;
+  try {
+    const res = await fetch(url, { cache: 'no-cache' });
+    if (!res.ok) throw new GuardError('NETWORK', `cannot fetch ${url}: HTTP ${res.status}`);
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    if (cache) await cache.put(url, new Response(bytes)).catch(() => {});
+    return bytes;
+  } catch (e) {
+    const hit = cache && (await cache.match(url).catch(() => undefined));
+    if (hit) return new Uint8Array(await hit.arrayBuffer()); // offline: the cached manifest
+    throw e instanceof GuardError ? e : new GuardError('NETWORK', `cannot fetch ${url}: ${e.message}`);
+  }
+}
+
+function parseManifest(bytes) {
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch (e) {
+    throw new GuardError('MODEL_MANIFEST', `manifest is not JSON: ${e.message}`);
+  }
+}
+
+function resolveBase(model) {
+  const s = String(model);
+  const href = s.endsWith('manifest.json') ? s.slice(0, -'manifest.json'.length) : s.replace(/\/?$/, '/');
+  const origin = typeof location !== 'undefined' ? location.href : undefined;
+  try {
+    return new URL(href, origin);
+  } catch {
+    throw new GuardError('INVALID_INPUT', `model must be a URL, a path or {manifest, weights, tokenizer} bytes; got ${s}`);
+  }
+}
+
+export class Guard {
+  #inner;
+  #info;
+  #loadInfo;
+
+  constructor(inner, loadInfo) {
+    this.#inner = inner;
+    this.#loadInfo = loadInfo;
+    this.#info = { ...inner.info(), ...loadInfo };
+  }
+
+  /**
+   * Load a model. `model`: base URL of a model directory (manifest.json, model.gguf, tokenizer.json), a local path
+   * (Node, Deno), or `{ manifest, weights, tokenizer }` bytes.
+   */
+  static async load({ model, backend = 'auto', onProgress, cache = true, wasm } = {}) {
+    if (!['auto', 'cpu', 'webgpu'].includes(backend)) {
+      throw new GuardError('INVALID_INPUT', `backend must be 'auto', 'cpu' or 'webgpu', got ${backend}`);
+    }
+    if (backend === 'webgpu') {
+      throw new GuardError('BACKEND_UNAVAILABLE', 'the WebGPU backend is not part of this build; use cpu or auto');
+    }
+    if (model === undefined || model === null) throw new GuardError('INVALID_INPUT', 'model is required');
+    await initWasm(wasm);
+    const t0 = Date.now();
+    let files;
+    const fromCache = {};
+    let cacheHandle = null;
+    let keys = [];
+    if (typeof model === 'object' && !(model instanceof URL) && 'weights' in model) {
+      files = { manifest: asBytes(model.manifest, 'manifest'), weights: asBytes(model.weights, 'weights'), tokenizer: asBytes(model.tokenizer, 'tokenizer') };
+    } else if (isLocalPath(model)) {
+      const base = model instanceof URL ? new URL(model.href.replace(/\/?$/, '/')) : String(model);
+      files = { manifest: await readLocal(base, 'manifest.json'), weights: await readLocal(base, 'model.gguf'), tokenizer: await readLocal(base, 'tokenizer.json') };
+    } else {
+      const base = resolveBase(model);
+      cacheHandle = await openCache(cache);
+      const manifestBytes = await loadManifest(base, cacheHandle);
+      const manifest = parseManifest(manifestBytes);
+      const got = {};
+      for (const name of FILES) {
+        const entry = manifest.files?.[name];
+        if (!entry?.sha256) throw new GuardError('MODEL_MANIFEST', `manifest has no sha256 for ${name}`);
+        got[name] = await loadFile(base, name, entry, cacheHandle, onProgress);
+        fromCache[name] = got[name].fromCache;
+      }
+      files = { manifest: manifestBytes, weights: got['model.gguf'].bytes, tokenizer: got['tokenizer.json'].bytes };
+      keys = FILES.map((n) => [got[n], manifest.files[n].sha256]);
+    }
+    let inner;
+    try {
+      inner = new WasmGuard(files.manifest, files.weights, files.tokenizer);
+    } catch (e) {
+      rethrow(e);
+    }
+    // only verified files are cached
+    for (const [g, sha] of keys) {
+      if (g.fromCache) continue;
+      let stored = false;
+      if (cacheHandle) {
+        stored = await cacheHandle.put(g.key, new Response(g.bytes)).then(() => true, () => false);
+      }
+      if (!stored) memoryCache.set(sha, g.bytes);
+    }
+    return new Guard(inner, { fromCache, loadMs: Date.now() - t0, requestedBackend: backend });
+  }
+
+  /** Verdict for one message. `policy`: thresholds, actions, sensitivity, fail mode (all optional). */
+  async classify(text, policy) {
+    if (typeof text !== 'string') throw new GuardError('INVALID_INPUT', 'text must be a string');
+    try {
+      return this.#live().classify(text, policy);
+    } catch (e) {
+      rethrow(e);
+    }
+  }
+
+  /** One verdict per message; a message that cannot be scored gets the fail-mode verdict with `error` set. */
+  async classifyBatch(texts, policy) {
+    if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string')) {
+      throw new GuardError('INVALID_INPUT', 'texts must be an array of strings');
+    }
+    try {
+      return this.#live().classifyBatch(texts, policy);
+    } catch (e) {
+      rethrow(e);
+    }
+  }
+
+  /** The verdict the policy's fail mode gives when the model could not run (for callers that must answer). */
+  failVerdict(error, text = '', policy) {
+    return this.#live().failVerdict(String(error?.code ?? 'INTERNAL'), String(error?.message ?? error), String(text), policy);
+  }
+
+  /** Model name, version, backend, labels, default thresholds, sizes, load time and cache use. */
+  info() {
+    this.#live();
+    return this.#info;
+  }
+
+  dispose() {
+    if (this.#inner) {
+      this.#inner.dispose();
+      this.#inner.free();
+      this.#inner = null;
+    }
+  }
+
+  #live() {
+    if (!this.#inner) throw new GuardError('DISPOSED', 'this Guard was disposed');
+    return this.#inner;
+  }
+}
+
+/** The normalisation the model sees (for debugging and tests). */
+export function normalize(text) {
+  return normalizeText(text);
+}
+
+/**
+ * Run the guard in a Web Worker so the page's main thread never blocks. Same methods as `Guard`, all async.
+ * Options are those of `Guard.load` (except callbacks other than onProgress, and `wasm`).
+ */
+export function createGuardWorker(options = {}) {
+  const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+  let next = 1;
+  const pending = new Map();
+  const { onProgress, ...rest } = options;
+  worker.onmessage = ({ data }) => {
+    if (data.type === 'progress') return onProgress?.(data.event);
+    const p = pending.get(data.id);
+    if (!p) return;
+    pending.delete(data.id);
+    if (data.error) p.reject(new GuardError(data.error.code, data.error.message));
+    else p.resolve(data.result);
+  };
+  worker.onerror = (e) => {
+    for (const p of pending.values()) p.reject(new GuardError('WORKER', e.message || 'worker failed'));
+    pending.clear();
+  };
+  const call = (method, ...args) =>
+    new Promise((resolve, reject) => {
+      const id = next++;
+      pending.set(id, { resolve, reject });
+      worker.postMessage({ id, method, args });
+    });
+  const ready = call('load', { ...rest, model: rest.model instanceof URL ? rest.model.href : rest.model });
+  return {
+    ready,
+    classify: (text, policy) => ready.then(() => call('classify', text, policy)),
+    classifyBatch: (texts, policy) => ready.then(() => call('classifyBatch', texts, policy)),
+    info: () => ready.then(() => call('info')),
+    dispose: () => ready.then(() => call('dispose')).finally(() => worker.terminate()),
+    terminate: () => worker.terminate(),
+  };
+}

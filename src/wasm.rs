@@ -1,0 +1,90 @@
+//! The wasm-bindgen surface used by the npm package (`js/index.js` wraps it into `Guard`). It only converts
+//! types: model loading, verification, inference and policy logic all live in the Rust API.
+
+use serde::Serialize;
+use wasm_bindgen::prelude::*;
+
+use crate::error::GuardError;
+use crate::guard::{Guard, ModelFiles};
+use crate::policy::Policy;
+
+fn js_error(e: &GuardError) -> JsValue {
+    let err = js_sys::Error::new(&e.to_string());
+    let _ = js_sys::Reflect::set(&err, &"code".into(), &e.code().into());
+    err.into()
+}
+
+fn to_js<T: Serialize>(v: &T) -> Result<JsValue, JsValue> {
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| js_error(&GuardError::Inference(e.to_string())))
+}
+
+fn policy_from(v: JsValue) -> Result<Policy, JsValue> {
+    if v.is_undefined() || v.is_null() {
+        return Ok(Policy::default());
+    }
+    serde_wasm_bindgen::from_value(v).map_err(|e| js_error(&GuardError::Policy(e.to_string())))
+}
+
+/// Low-level handle; use `Guard` from the package instead.
+#[wasm_bindgen]
+pub struct WasmGuard {
+    inner: Option<Guard>,
+}
+
+#[wasm_bindgen]
+impl WasmGuard {
+    /// Verify (sha256 against the manifest) and load a model from its files' bytes.
+    #[wasm_bindgen(constructor)]
+    pub fn new(manifest: Vec<u8>, weights: Vec<u8>, tokenizer: Vec<u8>) -> Result<WasmGuard, JsValue> {
+        let files = ModelFiles { manifest, weights, tokenizer };
+        let guard = Guard::load(&files).map_err(|e| js_error(&e))?;
+        Ok(WasmGuard { inner: Some(guard) })
+    }
+
+    fn guard(&self) -> Result<&Guard, JsValue> {
+        self.inner.as_ref().ok_or_else(|| js_error(&GuardError::Disposed))
+    }
+
+    pub fn classify(&self, text: &str, policy: JsValue) -> Result<JsValue, JsValue> {
+        let policy = policy_from(policy)?;
+        let v = self.guard()?.classify(text, &policy).map_err(|e| js_error(&e))?;
+        to_js(&v)
+    }
+
+    #[wasm_bindgen(js_name = classifyBatch)]
+    pub fn classify_batch(&self, texts: Vec<String>, policy: JsValue) -> Result<JsValue, JsValue> {
+        let policy = policy_from(policy)?;
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let v = self.guard()?.classify_batch(&refs, &policy).map_err(|e| js_error(&e))?;
+        to_js(&v)
+    }
+
+    /// The verdict the policy's fail mode gives for an error (edge workers answer even when the model cannot run).
+    #[wasm_bindgen(js_name = failVerdict)]
+    pub fn fail_verdict(&self, code: String, message: String, text: &str, policy: JsValue) -> Result<JsValue, JsValue> {
+        let policy = policy_from(policy)?;
+        let err = GuardError::Inference(format!("{code}: {message}"));
+        to_js(&self.guard()?.fail_verdict(&err, text, &policy))
+    }
+
+    pub fn info(&self) -> Result<JsValue, JsValue> {
+        to_js(self.guard()?.info())
+    }
+
+    pub fn dispose(&mut self) {
+        self.inner = None;
+    }
+}
+
+/// The text normalisation the model sees (exported for tests and debugging).
+#[wasm_bindgen(js_name = normalizeText)]
+pub fn normalize_text(text: &str) -> String {
+    crate::text::normalize(text)
+}
+
+/// sha256 of bytes as lowercase hex (used to check cached model files before handing them to Rust).
+#[wasm_bindgen(js_name = sha256Hex)]
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    crate::manifest::sha256_hex(bytes)
+}
