@@ -17,7 +17,7 @@ export function startServer(p = port, h = host) {
     const url = new URL(req.url, 'http://x');
     const [prefix, dir] = mounts.find(([m]) => url.pathname.startsWith(m));
     let rel = normalize(decodeURIComponent(url.pathname.slice(prefix.length))).replace(/^(\.\.(\/|$))+/, '');
-    if (rel === '' || rel.endsWith('/')) rel = join(rel, 'index.html');
+    if (rel === '' || rel === '.' || rel.endsWith('/')) rel = join(rel, 'index.html');
     const file = join(repo, dir, rel);
     let st;
     try {

@@ -13,6 +13,7 @@ if [ "${1:-}" = "--test" ]; then
   need=()
   command -v chromium >/dev/null || need+=(chromium)
   command -v chromedriver >/dev/null || need+=(chromium-driver)
+  [ -d /usr/share/fonts/opentype/noto ] || need+=(fonts-noto-cjk)
   [ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || need+=(mesa-vulkan-drivers)
   if [ ${#need[@]} -gt 0 ]; then
     sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd=sudo

@@ -12,6 +12,10 @@ echo "== Rust tests (native)"
 cargo test --release -j 2
 echo "== wasm package"
 scripts/build-pkg.sh
-echo "== JS API tests (Node, pkg/ + real model)"
-node --test tests/js/
+echo "== wasm-bindgen tests: the Rust API as wasm32+simd128, in Node and in headless Chromium"
+cargo test --release -j 2 --target wasm32-unknown-unknown --no-default-features --test wasm_node
+CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver} \
+  cargo test --release -j 2 --target wasm32-unknown-unknown --no-default-features --test wasm_browser
+echo "== JS API (Node), Deno and workerd, edge worker, demo page in Chromium"
+node --test --test-concurrency=1 tests/js/ tests/edge/ tests/e2e/
 echo "all tests passed"

@@ -11,8 +11,9 @@ use crate::text::normalize;
 use crate::tokenizer::{TextTokenizer, Window};
 use crate::verdict::{Scores, Verdict};
 
-/// Windows per forward pass: bounds memory for long inputs and big batches.
-const MAX_BATCH_WINDOWS: usize = 32;
+/// Windows per forward pass: bounds working memory for long inputs and big batches (wasm memory never shrinks,
+/// and edge isolates have 128 MB, so wasm32 runs fewer at a time).
+const MAX_BATCH_WINDOWS: usize = if cfg!(target_arch = "wasm32") { 8 } else { 32 };
 
 /// The raw bytes of a model's files, as fetched (browser, edge) or read from disk (native).
 pub struct ModelFiles {

@@ -19,11 +19,14 @@ fn to_js<T: Serialize>(v: &T) -> Result<JsValue, JsValue> {
         .map_err(|e| js_error(&GuardError::Inference(e.to_string())))
 }
 
+/// Through JSON, so unknown fields are rejected exactly as in the CLI (serde-wasm-bindgen skips them).
 fn policy_from(v: JsValue) -> Result<Policy, JsValue> {
     if v.is_undefined() || v.is_null() {
         return Ok(Policy::default());
     }
-    serde_wasm_bindgen::from_value(v).map_err(|e| js_error(&GuardError::Policy(e.to_string())))
+    let bad = |m: String| js_error(&GuardError::Policy(m));
+    let json = js_sys::JSON::stringify(&v).map_err(|_| bad("policy is not JSON-serialisable".into()))?;
+    Policy::from_json(&String::from(json)).map_err(|e| js_error(&e))
 }
 
 /// Low-level handle; use `Guard` from the package instead.

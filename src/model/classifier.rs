@@ -1,15 +1,16 @@
 //! The fast classifier: a BERT encoder (multilingual-e5-small, post-LayerNorm, exact GELU, absolute positions from
 //! 0, token type 0), mean pooling over the attention mask and one linear head with a sigmoid per label
-//! (`unsafe`, then one per category). Linear layers run on candle's quantized matmul (`QMatMul`: AVX natively,
-//! simd128 on wasm32); the word embedding stays quantized and is gathered row by row.
+//! (`unsafe`, then one per category). Linear layers with row-scaled Q8_0 weights run on our int8 kernels
+//! (`backend/cpu/int8.rs`), other formats on candle's `QMatMul`; the word embedding stays quantized and is gathered
+//! row by row; the rest works on plain `f32` rows (`backend/cpu/ops.rs`), one sequence at a time in attention,
+//! so batches of different lengths need no padding.
 //! Twin of `training/classifier/model.py`; tensor names follow Hugging Face BERT.
 
-use std::sync::Arc;
-
-use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
 
 use super::gguf::GgufWeights;
+use crate::backend::cpu::{int8::Int8Linear, ops};
 use crate::error::{GuardError, Result};
 
 /// GGUF `slm_guard.format_version` this file reads.
@@ -53,13 +54,13 @@ impl Config {
     }
 }
 
-fn dense(t: QTensor) -> Result<Tensor> {
-    Ok(t.dequantize(&Device::Cpu)?)
+fn dense(t: QTensor) -> Result<Vec<f32>> {
+    Ok(t.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?)
 }
 
 struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
     eps: f32,
 }
 
@@ -72,68 +73,90 @@ impl LayerNorm {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::layer_norm(
-            x,
-            &self.weight,
-            &self.bias,
-            self.eps,
-        )?)
+    /// x <- LayerNorm(x + residual), row by row.
+    fn forward(&self, x: &mut [f32], residual: Option<&[f32]>) {
+        ops::add_layer_norm(x, residual, &self.weight, &self.bias, self.eps, self.weight.len());
     }
 }
 
-/// y = x W^T + b with W quantized.
-struct Linear {
-    weight: QMatMul,
-    bias: Tensor,
+/// y = x W^T + b with W quantized: row-scaled Q8_0 runs on our int8 kernels, any other format on candle's QMatMul.
+enum Linear {
+    Int8(Int8Linear),
+    Quantized { weight: QMatMul, bias: Tensor, rows: usize, k: usize },
 }
 
 impl Linear {
     fn load(w: &mut GgufWeights, prefix: &str, out_dim: usize, in_dim: usize) -> Result<Self> {
-        let weight =
-            QMatMul::from_qtensor(w.tensor(&format!("{prefix}.weight"), &[out_dim, in_dim])?)?;
+        let name = format!("{prefix}.weight");
         let bias = dense(w.tensor(&format!("{prefix}.bias"), &[out_dim])?)?;
-        Ok(Self { weight, bias })
+        // straight from the file's bytes: no intermediate copy of the weights (wasm memory never shrinks)
+        if let (GgmlDType::Q8_0, data) = w.raw(&name, &[out_dim, in_dim])? {
+            if let Some(lin) = Int8Linear::from_q8_0_blocks(data, out_dim, in_dim, bias.clone()) {
+                return Ok(Self::Int8(lin));
+            }
+        }
+        let weight = w.tensor(&name, &[out_dim, in_dim])?;
+        let bias = Tensor::from_vec(bias, out_dim, &Device::Cpu)?;
+        Ok(Self::Quantized { weight: QMatMul::from_qtensor(weight)?, bias, rows: out_dim, k: in_dim })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.weight.forward(x)?.broadcast_add(&self.bias)?)
+    /// `x`: m x in_dim, returns m x out_dim.
+    fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        match self {
+            Self::Int8(lin) => Ok(lin.forward(x, m)),
+            Self::Quantized { weight, bias, k, .. } => {
+                let t = Tensor::from_slice(x, (m, *k), &Device::Cpu)?;
+                Ok(weight.forward(&t)?.broadcast_add(bias)?.flatten_all()?.to_vec1::<f32>()?)
+            }
+        }
+    }
+
+    fn rows(&self) -> usize {
+        match self {
+            Self::Int8(lin) => lin.rows(),
+            Self::Quantized { rows, .. } => *rows,
+        }
     }
 }
 
 struct Embeddings {
-    word: Arc<QTensor>,
-    position: Tensor,
-    token_type: Tensor,
+    word: QTensor,
+    position: Vec<f32>,
+    token_type: Vec<f32>,
     layer_norm: LayerNorm,
 }
 
 impl Embeddings {
     fn load(w: &mut GgufWeights, cfg: &Config) -> Result<Self> {
-        let word = w.tensor(
-            "embeddings.word_embeddings.weight",
-            &[cfg.vocab, cfg.hidden],
-        )?;
-        let position = dense(w.tensor(
-            "embeddings.position_embeddings.weight",
-            &[cfg.max_position, cfg.hidden],
-        )?)?;
+        let word = w.tensor("embeddings.word_embeddings.weight", &[cfg.vocab, cfg.hidden])?;
+        let position = dense(w.tensor("embeddings.position_embeddings.weight", &[cfg.max_position, cfg.hidden])?)?;
         let types = dense(w.tensor("embeddings.token_type_embeddings.weight", &[2, cfg.hidden])?)?;
         Ok(Self {
-            word: Arc::new(word),
+            word,
             position,
-            token_type: types.get(0)?,
+            token_type: types[..cfg.hidden].to_vec(),
             layer_norm: LayerNorm::load(w, "embeddings.LayerNorm", cfg)?,
         })
     }
 
-    fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        let t = ids.dim(1)?;
-        let x = self.word.embedding(ids)?;
-        let x = x
-            .broadcast_add(&self.position.narrow(0, 0, t)?)?
-            .broadcast_add(&self.token_type)?;
-        self.layer_norm.forward(&x)
+    /// Token rows for all sequences, concatenated: word (gathered from the quantized table) + position + type 0.
+    fn forward(&self, batch: &[Vec<u32>], h: usize) -> Result<Vec<f32>> {
+        let ids: Vec<u32> = batch.iter().flatten().copied().collect();
+        let n = ids.len();
+        let ids = Tensor::from_vec(ids, n, &Device::Cpu)?;
+        let mut x = self.word.embedding(&ids)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut row = 0;
+        for seq in batch {
+            for p in 0..seq.len() {
+                let xr = &mut x[row * h..(row + 1) * h];
+                for ((v, pv), tv) in xr.iter_mut().zip(&self.position[p * h..(p + 1) * h]).zip(&self.token_type) {
+                    *v += pv + tv;
+                }
+                row += 1;
+            }
+        }
+        self.layer_norm.forward(&mut x, None);
+        Ok(x)
     }
 }
 
@@ -157,25 +180,36 @@ impl SelfAttention {
         })
     }
 
-    /// `bias`: additive mask (B, 1, 1, T), 0 on tokens and a large negative number on padding; None = no padding.
-    fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        let (b, t, h) = x.dims3()?;
-        let split = |y: Tensor| -> Result<Tensor> {
-            Ok(y.reshape((b, t, self.heads, self.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-        let q = split(self.query.forward(x)?)?;
-        let k = split(self.key.forward(x)?)?;
-        let v = split(self.value.forward(x)?)?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let mut scores = (q.matmul(&k.t()?)? * scale)?;
-        if let Some(bias) = bias {
-            scores = scores.broadcast_add(bias)?;
+    /// Scaled dot-product attention of every sequence over its own tokens only (no padding, so no mask).
+    fn forward(&self, x: &[f32], lens: &[usize]) -> Result<Vec<f32>> {
+        let m: usize = lens.iter().sum();
+        let h = self.heads * self.head_dim;
+        let q = self.query.forward(x, m)?;
+        let k = self.key.forward(x, m)?;
+        let v = self.value.forward(x, m)?;
+        let scale = 1.0 / (self.head_dim as f32).sqrt();
+        let mut ctx = vec![0f32; m * h];
+        let mut scores = Vec::new();
+        let mut start = 0;
+        for &len in lens {
+            scores.resize(len, 0.0);
+            for head in 0..self.heads {
+                let cols = head * self.head_dim..(head + 1) * self.head_dim;
+                for i in start..start + len {
+                    let qi = &q[i * h..][cols.clone()];
+                    for (j, s) in (start..start + len).zip(scores.iter_mut()) {
+                        *s = ops::dot(qi, &k[j * h..][cols.clone()]) * scale;
+                    }
+                    ops::softmax(&mut scores);
+                    let out = &mut ctx[i * h..][cols.clone()];
+                    for (j, &p) in (start..start + len).zip(scores.iter()) {
+                        ops::axpy(p, &v[j * h..][cols.clone()], out);
+                    }
+                }
+            }
+            start += len;
         }
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let ctx = probs.matmul(&v)?;
-        Ok(ctx.transpose(1, 2)?.reshape((b, t, h))?)
+        Ok(ctx)
     }
 }
 
@@ -193,12 +227,7 @@ impl Layer {
         let p = format!("encoder.layer.{i}");
         Ok(Self {
             attention: SelfAttention::load(w, &format!("{p}.attention.self"), cfg)?,
-            attention_output: Linear::load(
-                w,
-                &format!("{p}.attention.output.dense"),
-                cfg.hidden,
-                cfg.hidden,
-            )?,
+            attention_output: Linear::load(w, &format!("{p}.attention.output.dense"), cfg.hidden, cfg.hidden)?,
             attention_norm: LayerNorm::load(w, &format!("{p}.attention.output.LayerNorm"), cfg)?,
             intermediate: Linear::load(w, &format!("{p}.intermediate.dense"), cfg.ffn, cfg.hidden)?,
             output: Linear::load(w, &format!("{p}.output.dense"), cfg.hidden, cfg.ffn)?,
@@ -206,15 +235,18 @@ impl Layer {
         })
     }
 
-    fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        let a = self
-            .attention_output
-            .forward(&self.attention.forward(x, bias)?)?;
-        let x = self.attention_norm.forward(&(a + x)?)?;
-        let f = self
-            .output
-            .forward(&self.intermediate.forward(&x)?.gelu_erf()?)?;
-        self.output_norm.forward(&(f + x)?)
+    /// Post-LayerNorm BERT block, in place on `x` (m x hidden).
+    fn forward(&self, x: &mut Vec<f32>, lens: &[usize]) -> Result<()> {
+        let m: usize = lens.iter().sum();
+        let ctx = self.attention.forward(x, lens)?;
+        let mut a = self.attention_output.forward(&ctx, m)?;
+        self.attention_norm.forward(&mut a, Some(x));
+        let mut hidden = self.intermediate.forward(&a, m)?;
+        ops::gelu_erf(&mut hidden);
+        let mut f = self.output.forward(&hidden, m)?;
+        self.output_norm.forward(&mut f, Some(&a));
+        *x = f;
+        Ok(())
     }
 }
 
@@ -230,70 +262,45 @@ impl Classifier {
         let mut w = GgufWeights::from_bytes(bytes)?;
         let config = Config::from_gguf(&w)?;
         let embeddings = Embeddings::load(&mut w, &config)?;
-        let layers = (0..config.layers)
-            .map(|i| Layer::load(&mut w, i, &config))
-            .collect::<Result<Vec<_>>>()?;
+        let layers = (0..config.layers).map(|i| Layer::load(&mut w, i, &config)).collect::<Result<Vec<_>>>()?;
         let head = Linear::load(&mut w, "head", config.labels.len(), config.hidden)?;
-        Ok(Self {
-            config,
-            embeddings,
-            layers,
-            head,
-        })
+        Ok(Self { config, embeddings, layers, head })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    /// Logits (B, labels) for a batch of token-id sequences; shorter ones are padded and masked out.
+    /// Logits (one row per sequence, one column per label) for token-id sequences of any lengths.
     pub fn forward(&self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
-        let b = batch.len();
-        let t = batch.iter().map(Vec::len).max().unwrap_or(0);
-        if b == 0 {
+        if batch.is_empty() {
             return Ok(Vec::new());
         }
-        if t == 0 || t > self.config.max_position {
-            return Err(GuardError::Input(format!(
-                "sequence length {t} outside 1..={}",
-                self.config.max_position
-            )));
+        let lens: Vec<usize> = batch.iter().map(Vec::len).collect();
+        if let Some(&bad) = lens.iter().find(|&&l| l == 0 || l > self.config.max_position) {
+            return Err(GuardError::Input(format!("sequence length {bad} outside 1..={}", self.config.max_position)));
         }
-        if let Some(&bad) = batch
-            .iter()
-            .flatten()
-            .find(|&&id| id as usize >= self.config.vocab)
-        {
-            return Err(GuardError::Input(format!(
-                "token id {bad} outside the vocabulary"
-            )));
+        if let Some(&bad) = batch.iter().flatten().find(|&&id| id as usize >= self.config.vocab) {
+            return Err(GuardError::Input(format!("token id {bad} outside the vocabulary")));
         }
-        let padded = batch.iter().any(|s| s.len() != t);
-        let mut ids = Vec::with_capacity(b * t);
-        let mut mask = Vec::with_capacity(b * t);
-        for s in batch {
-            ids.extend(
-                s.iter()
-                    .copied()
-                    .chain(std::iter::repeat(1).take(t - s.len())),
-            );
-            mask.extend((0..t).map(|i| if i < s.len() { 1f32 } else { 0f32 }));
-        }
-        let ids = Tensor::from_vec(ids, (b, t), &Device::Cpu)?;
-        let mask = Tensor::from_vec(mask, (b, t), &Device::Cpu)?;
-        let bias = if padded {
-            Some(((mask.ones_like()? - &mask)? * -1e9)?.reshape((b, 1, 1, t))?)
-        } else {
-            None
-        };
-        let mut x = self.embeddings.forward(&ids)?;
+        let h = self.config.hidden;
+        let mut x = self.embeddings.forward(batch, h)?;
         for layer in &self.layers {
-            x = layer.forward(&x, bias.as_ref())?;
+            layer.forward(&mut x, &lens)?;
         }
-        // mean pooling over real tokens
-        let m = mask.unsqueeze(2)?;
-        let pooled = x.broadcast_mul(&m)?.sum(1)?.broadcast_div(&m.sum(1)?)?;
-        let logits = self.head.forward(&pooled)?.to_dtype(DType::F32)?;
-        Ok(logits.to_vec2::<f32>()?)
+        // mean pooling per sequence, then the head
+        let mut pooled = vec![0f32; batch.len() * h];
+        let mut row = 0;
+        for (s, &len) in lens.iter().enumerate() {
+            let out = &mut pooled[s * h..(s + 1) * h];
+            for t in row..row + len {
+                ops::axpy(1.0, &x[t * h..(t + 1) * h], out);
+            }
+            out.iter_mut().for_each(|v| *v /= len as f32);
+            row += len;
+        }
+        let logits = self.head.forward(&pooled, batch.len())?;
+        let n = self.head.rows();
+        Ok(logits.chunks_exact(n).map(<[f32]>::to_vec).collect())
     }
 }

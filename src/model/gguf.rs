@@ -3,7 +3,7 @@
 
 use std::io::Cursor;
 
-use candle_core::quantized::{gguf_file, QTensor};
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::Device;
 
 use crate::error::{GuardError, Result};
@@ -19,6 +19,30 @@ impl<'a> GgufWeights<'a> {
         let content = gguf_file::Content::read(&mut reader)
             .map_err(|e| GuardError::Weights(format!("not a readable GGUF file: {e}")))?;
         Ok(Self { content, reader })
+    }
+
+    /// The stored bytes of a tensor, without copying (its type, and a shape check like `tensor`).
+    pub fn raw(&self, name: &str, shape: &[usize]) -> Result<(GgmlDType, &'a [u8])> {
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| GuardError::Weights(format!("tensor `{name}` is missing")))?;
+        if info.shape.dims() != shape {
+            return Err(GuardError::Weights(format!(
+                "tensor `{name}` has shape {:?}, expected {shape:?}",
+                info.shape.dims()
+            )));
+        }
+        let n = info.shape.elem_count();
+        let dt = info.ggml_dtype;
+        let size = n / dt.block_size() * dt.type_size();
+        let bytes: &'a [u8] = self.reader.get_ref();
+        let start = (self.content.tensor_data_offset + info.offset) as usize;
+        bytes
+            .get(start..start + size)
+            .map(|b| (dt, b))
+            .ok_or_else(|| GuardError::Weights(format!("tensor `{name}` runs past the end of the file")))
     }
 
     pub fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<QTensor> {

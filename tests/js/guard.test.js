@@ -58,6 +58,7 @@ test('policy changes the verdict at once', async () => {
   assert.equal(flagOnly.action, 'flag');
   await assert.rejects(guard.classify(t, { sensitivity: 3 }), (e) => e instanceof GuardError && e.code === 'INVALID_POLICY');
   await assert.rejects(guard.classify(t, { categories: { spam: {} } }), (e) => e.code === 'INVALID_POLICY');
+  await assert.rejects(guard.classify(t, { sensitivty: 0.9 }), (e) => e.code === 'INVALID_POLICY' && /sensitivty/.test(e.message));
 });
 
 test('batch equals one-by-one', async () => {

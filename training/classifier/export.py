@@ -36,16 +36,34 @@ WINDOW, STRIDE = 128, 96  # runtime windowing for long inputs (trained at <= 128
 VARIANTS = {  # name -> (word embedding type, encoder linear type)
     "f32": ("F32", "F32"),
     "q8_0": ("Q8_0", "Q8_0"),
+    "q8_0_row": ("Q8_0", "Q8_0_ROW"),
     "emb_q4_0+q8_0": ("Q4_0", "Q8_0"),
+    "emb_q4_0+q8_0_row": ("Q4_0", "Q8_0_ROW"),
     "emb_q8_0+q4_0": ("Q8_0", "Q4_0"),
     "q4_0": ("Q4_0", "Q4_0"),
 }
+
+
+def quantize_q8_0_row(w):
+    """Q8_0 blocks whose scale is shared by the whole row (max |w| / 127, rounded to fp16). A valid GGUF Q8_0
+    tensor for any reader; the runtime's int8 kernels see one scale per output row and skip per-block rescaling."""
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    rows, k = w.shape
+    d = (np.abs(w).max(axis=1) / 127.0).astype(np.float16)
+    d32 = d.astype(np.float32)
+    q = np.clip(np.rint(w / np.where(d32 == 0, 1, d32)[:, None]), -127, 127).astype(np.int8)
+    blocks = np.empty((rows, k // 32, 34), dtype=np.uint8)
+    blocks[:, :, :2] = np.repeat(d.view(np.uint8).reshape(rows, 1, 2), k // 32, axis=1)
+    blocks[:, :, 2:] = q.reshape(rows, k // 32, 32).view(np.uint8)
+    return blocks.reshape(rows, -1), q.astype(np.float32) * d32[:, None]
 
 
 def quant_roundtrip(w, qtype):
     from gguf import GGMLQuantizationType as T, quants
     if qtype == "F32":
         return w
+    if qtype == "Q8_0_ROW":
+        return quantize_q8_0_row(w)[1]
     t = getattr(T, qtype)
     return quants.dequantize(quants.quantize(w, t), t).reshape(w.shape)
 
@@ -111,6 +129,8 @@ def write_gguf(path, cfg, sd, emb_type, lin_type, meta):
         qtype = emb_type if name == "embeddings.word_embeddings.weight" else lin_type if is_linear(name) else "F32"
         if qtype == "F32":
             w.add_tensor(name, v)
+        elif qtype == "Q8_0_ROW":
+            w.add_tensor(name, quantize_q8_0_row(v)[0], raw_dtype=T.Q8_0)
         else:
             t = getattr(T, qtype)
             w.add_tensor(name, quants.quantize(v, t), raw_dtype=t)
@@ -156,6 +176,7 @@ def main():
     ap.add_argument("--name", default="slm-guard-classifier")
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--limit", type=int, default=0, help="evaluate on N rows per split only (smoke test)")
+    ap.add_argument("--variant", choices=sorted(VARIANTS), help="ship this quantization instead of choosing")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     run, out = Path(a.run), Path(a.out)
@@ -214,7 +235,10 @@ def main():
                                         bytes=sizes[name])
         print(name, report["variants"][name], flush=True)
     ok = [n for n in sizes if base_f1 - report["variants"][n]["dev"]["f1"] < 0.01]
-    chosen = min(ok, key=lambda n: sizes[n]) if ok else "q8_0"
+    # smallest file; at equal size prefer per-row scales (the runtime's fast int8 kernels need them)
+    chosen = min(ok, key=lambda n: (round(sizes[n] / 1e5), "row" not in n)) if ok else "q8_0"
+    if a.variant:
+        chosen = a.variant
     report["chosen"] = chosen
     et, lt = VARIANTS[chosen]
     print("chosen", chosen, flush=True)
@@ -240,7 +264,8 @@ def main():
                          "hidden": cfg["hidden"], "layers": cfg["layers"], "heads": cfg["heads"], "ffn": cfg["ffn"],
                          "vocab": len(keep), "max_position": cfg["max_pos"], "layer_norm_eps": cfg["eps"],
                          "activation": "gelu_erf", "pooling": "mean", "pad_id": 1},
-        "quantization": {"word_embeddings": et, "linear": lt, "other": "F32"},
+        "quantization": {"word_embeddings": et, "linear": "Q8_0 (one scale per row)" if lt == "Q8_0_ROW" else lt,
+                         "other": "F32"},
         "text": {"normalization": "slm-guard-v1", "max_tokens": WINDOW, "window_stride": STRIDE,
                  "long_input": "overlapping windows of max_tokens with stride window_stride; verdict = worst window"},
         "labels": LABELS, "categories": CATEGORIES,

@@ -1,4 +1,8 @@
-//! CPU backend: the classifier on candle's quantized matmul (AVX/NEON natively, simd128 on wasm32).
+//! CPU backend: the classifier with candle's tensor ops, our int8 matmul for row-scaled Q8_0 weights
+//! (`int8.rs`: simd128 on wasm32, AVX2 natively) and candle's quantized matmul for any other weight format.
+
+pub mod int8;
+pub mod ops;
 
 use super::Backend;
 use crate::error::Result;

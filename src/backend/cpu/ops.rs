@@ -1,0 +1,172 @@
+//! Elementwise and small reductions on plain `f32` slices for the CPU forward pass. Written with eight independent
+//! accumulators so LLVM vectorises them (simd128 on wasm32, SSE/AVX natively) without reassociating floats.
+
+/// Dot product of equal-length slices.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for j in 0..8 {
+            acc[j] += x[j] * y[j];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
+}
+
+/// y += a * x
+#[inline]
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}
+
+/// In place: each row of `x` (length `h`) <- LayerNorm(row + residual row) with weight `w` and bias `b`.
+pub fn add_layer_norm(x: &mut [f32], residual: Option<&[f32]>, w: &[f32], b: &[f32], eps: f32, h: usize) {
+    for (t, row) in x.chunks_exact_mut(h).enumerate() {
+        if let Some(r) = residual {
+            for (v, rv) in row.iter_mut().zip(&r[t * h..(t + 1) * h]) {
+                *v += rv;
+            }
+        }
+        let mean = sum(row) / h as f32;
+        let mut var = [0f32; 8];
+        for c in row.chunks_exact(8) {
+            for j in 0..8 {
+                let d = c[j] - mean;
+                var[j] += d * d;
+            }
+        }
+        let var: f32 = var.iter().sum::<f32>() / h as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for ((v, wi), bi) in row.iter_mut().zip(w).zip(b) {
+            *v = (*v - mean) * inv * wi + bi;
+        }
+    }
+}
+
+fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let c = x.chunks_exact(8);
+    let tail: f32 = c.remainder().iter().sum();
+    for v in c {
+        for j in 0..8 {
+            acc[j] += v[j];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// erf(x) as a rational function on [-4, 4] (Eigen's `generic_fast_erf_float`, error a few ulp): no `exp`, so the
+/// GELU over every FFN activation vectorises.
+#[inline]
+pub fn erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = x2 * -2.726_142_3e-10 + 2.770_681_4e-8;
+    p = x2 * p + -2.101_024e-6;
+    p = x2 * p + -5.692_506_4e-5;
+    p = x2 * p + -7.349_906e-4;
+    p = x2 * p + -2.954_600_2e-3;
+    p = x2 * p + -1.609_603_3e-2;
+    let p = x * p;
+    let mut q = x2 * -1.456_607_2e-5 + -2.133_740_6e-4;
+    q = x2 * q + -1.682_827e-3;
+    q = x2 * q + -7.373_329_4e-3;
+    q = x2 * q + -1.426_474e-2;
+    p / q
+}
+
+/// GELU with the exact (erf) form, as BERT and multilingual-e5 use.
+pub fn gelu_erf(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
+/// e^x for x <= 0 (softmax after subtracting the max): 2^n * 2^f with n the nearest integer to x log2 e and
+/// a degree-6 Taylor polynomial for 2^f on [-0.5, 0.5] (relative error ~2e-7); zero below -87.
+#[inline]
+pub fn exp_neg(x: f32) -> f32 {
+    if x < -87.0 {
+        return 0.0;
+    }
+    let t = x * std::f32::consts::LOG2_E;
+    let n = (t + 0.5).floor();
+    let f = t - n;
+    let p = 1.0
+        + f * (0.693_147_2
+            + f * (0.240_226_5 + f * (0.055_504_11 + f * (0.009_618_129 + f * (0.001_333_355_8 + f * 0.000_154_035_3)))));
+    f32::from_bits(((n as i32 + 127) as u32) << 23) * p
+}
+
+/// In place softmax of one row.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+    let mut s = 0.0;
+    for v in x.iter_mut() {
+        *v = exp_neg(*v - max);
+        s += *v;
+    }
+    let inv = 1.0 / s;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn erf_ref(x: f64) -> f64 {
+        // Abramowitz-Stegun 7.1.26 is too coarse; integrate the series instead (|x| <= 4 converges fast enough)
+        let mut sum = 0.0;
+        let mut term = x;
+        let mut n = 0.0;
+        while term.abs() > 1e-17 || n < 5.0 {
+            sum += term / (2.0 * n + 1.0);
+            n += 1.0;
+            term *= -x * x / n;
+            if n > 200.0 {
+                break;
+            }
+        }
+        2.0 / std::f64::consts::PI.sqrt() * sum
+    }
+
+    #[test]
+    fn erf_is_accurate() {
+        for i in -300..=300 {
+            let x = i as f32 / 100.0;
+            assert!((erf(x) as f64 - erf_ref(x as f64)).abs() < 2e-6, "erf({x})");
+        }
+        assert!((erf(10.0) - 1.0).abs() < 1e-6 && (erf(-10.0) + 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn exp_is_accurate() {
+        for i in 0..=870 {
+            let x = -(i as f32) / 10.0;
+            let (got, want) = (exp_neg(x) as f64, (x as f64).exp());
+            // f32 rounding of x * log2(e) grows with |x|; far-negative scores only matter as ~0 in a softmax
+            let tol = if x > -10.0 { 1e-6 } else { 1e-5 };
+            assert!((got - want).abs() <= tol * want + 1e-38, "exp({x}) = {got} vs {want}");
+        }
+        assert_eq!(exp_neg(-100.0), 0.0);
+    }
+
+    #[test]
+    fn softmax_and_layer_norm() {
+        let mut x = vec![1.0, 2.0, 3.0, -1e9];
+        softmax(&mut x);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6 && x[3] == 0.0 && x[2] > x[1]);
+        let mut y: Vec<f32> = (0..16).map(|i| i as f32).collect();
+        add_layer_norm(&mut y, None, &[1.0; 16], &[0.0; 16], 1e-12, 16);
+        assert!(sum(&y).abs() < 1e-4);
+        assert!((dot(&y, &y) / 16.0 - 1.0).abs() < 1e-4);
+    }
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env node
+// Lay out a model directory for the edge worker's static assets: manifest.json and tokenizer.json as they are, the
+// weights split into parts under Cloudflare's 25 MiB per-asset limit plus model.gguf.parts.json listing them.
+// The worker joins the parts in memory and the Rust core checks the whole file's sha256 against the manifest.
+//
+//   node www/edge/prepare-model.mjs [SRC=models/classifier] [DEST=www/edge/model] [--part-mib 20]
+import { mkdir, readFile, writeFile, copyFile, rm, readdir } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
+
+const repo = fileURLToPath(new URL('../../', import.meta.url));
+const args = process.argv.slice(2);
+let partMiB = 20;
+const i = args.indexOf('--part-mib');
+if (i >= 0) {
+  partMiB = Number(args[i + 1]);
+  args.splice(i, 2);
+}
+if (!(partMiB > 0 && partMiB <= 25)) throw new Error('--part-mib must be in (0, 25]');
+const src = resolve(args[0] ?? join(repo, 'models/classifier'));
+const dest = resolve(args[1] ?? join(repo, 'www/edge/model'));
+
+const manifest = JSON.parse(await readFile(join(src, 'manifest.json'), 'utf8'));
+const weights = await readFile(join(src, 'model.gguf'));
+const sha = createHash('sha256').update(weights).digest('hex');
+const expected = manifest.files?.['model.gguf']?.sha256;
+if (expected && expected !== sha) throw new Error(`model.gguf sha256 ${sha} differs from the manifest's ${expected}`);
+
+await mkdir(dest, { recursive: true });
+for (const f of await readdir(dest)) if (/^model\.gguf/.test(f)) await rm(join(dest, f));
+await copyFile(join(src, 'manifest.json'), join(dest, 'manifest.json'));
+await copyFile(join(src, 'tokenizer.json'), join(dest, 'tokenizer.json'));
+const size = Math.floor(partMiB * 1024 * 1024);
+const parts = [];
+for (let o = 0, n = 0; o < weights.length; o += size, n++) {
+  const chunk = weights.subarray(o, Math.min(o + size, weights.length));
+  const name = `model.gguf.part-${String(n).padStart(3, '0')}`;
+  await writeFile(join(dest, name), chunk);
+  parts.push({ name, bytes: chunk.length, sha256: createHash('sha256').update(chunk).digest('hex') });
+}
+await writeFile(join(dest, 'model.gguf.parts.json'), JSON.stringify({ file: 'model.gguf', bytes: weights.length, sha256: sha, parts }, null, 1) + '\n');
+console.log(`${dest}: manifest.json, tokenizer.json, ${parts.length} weight parts of <= ${partMiB} MiB (${weights.length} bytes)`);
