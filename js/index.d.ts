@@ -126,3 +126,7 @@ export interface GuardWorker {
 export function createGuardWorker(options: Omit<LoadOptions, 'wasm'>): GuardWorker;
 export function initWasm(wasm?: LoadOptions['wasm']): Promise<unknown>;
 export function normalize(text: string): string;
+/** Throws GuardError INVALID_POLICY for unknown fields, wrong types or out-of-range values (wasm must be initialised). */
+export function checkPolicy(policy: Policy): void;
+/** The fail-mode verdict when no model could be loaded (wasm must be initialised). */
+export function unavailableVerdict(error: unknown, text?: string, policy?: Policy, categories?: string[]): Verdict;

@@ -1,6 +1,6 @@
 // slm-guard JavaScript API: a thin layer over the Rust core (compiled to wasm). It fetches, caches and hands the
 // model files to Rust; verification, inference and policy are all Rust.
-import init, { initSync, WasmGuard, normalizeText } from './slm_guard.js';
+import init, { initSync, WasmGuard, normalizeText, checkPolicy as wasmCheckPolicy, unavailableVerdict as wasmUnavailable } from './slm_guard.js';
 
 const CACHE_NAME = 'slm-guard-models-v1';
 const FILES = ['model.gguf', 'tokenizer.json'];
@@ -286,6 +286,21 @@ export class Guard {
     if (!this.#inner) throw new GuardError('DISPOSED', 'this Guard was disposed');
     return this.#inner;
   }
+}
+
+/** Throws a GuardError (INVALID_POLICY) when a policy has unknown fields, wrong types or out-of-range values.
+ * Needs the wasm module initialised (`await initWasm(...)`); category names are checked against a model at use. */
+export function checkPolicy(policy) {
+  try {
+    wasmCheckPolicy(policy);
+  } catch (e) {
+    rethrow(e);
+  }
+}
+
+/** The fail-mode verdict when no model could be loaded (needs the wasm module initialised). */
+export function unavailableVerdict(error, text = '', policy, categories = []) {
+  return wasmUnavailable(String(error?.code ?? 'INTERNAL'), String(error?.message ?? error), String(text), policy, categories);
 }
 
 /** The normalisation the model sees (for debugging and tests). */

@@ -245,6 +245,12 @@ impl Guard {
         let p = self
             .resolve(policy)
             .unwrap_or_else(|_| Policy::default().resolve(&[], &Default::default()).unwrap());
-        Verdict::failed(err, &p, language(text), &self.model_id(), self.backend.name())
+        Verdict::failed(
+            err,
+            &p,
+            language(text),
+            &self.model_id(),
+            self.backend.name(),
+        )
     }
 }

@@ -87,7 +87,12 @@ fn shift(threshold: f32, sensitivity: f32) -> f32 {
 
 impl Policy {
     pub fn from_json(json: &str) -> Result<Self> {
-        serde_json::from_str(json).map_err(|e| GuardError::Policy(e.to_string()))
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| GuardError::Policy(e.to_string()))?;
+        if !value.is_object() {
+            return Err(GuardError::Policy("a policy must be a JSON object".into()));
+        }
+        serde_json::from_value(value).map_err(|e| GuardError::Policy(e.to_string()))
     }
 
     /// Check values and resolve thresholds against the model's categories and default thresholds.
@@ -111,7 +116,12 @@ impl Policy {
                 "max_input_bytes must be positive".into(),
             ));
         }
-        if let Some(unknown) = self.categories.keys().find(|k| !categories.contains(k)) {
+        // (an empty list means "shape check only": category names are checked against a model's list)
+        if let Some(unknown) = self
+            .categories
+            .keys()
+            .find(|k| !categories.is_empty() && !categories.contains(k))
+        {
             return Err(GuardError::Policy(format!(
                 "unknown category `{unknown}` (known: {})",
                 categories.join(", ")
@@ -123,6 +133,11 @@ impl Policy {
             self.unsafe_threshold.unwrap_or_else(|| default("unsafe")),
         )?;
         let mut cats = Vec::with_capacity(categories.len());
+        for (name, rule) in &self.categories {
+            if let Some(t) = rule.threshold {
+                prob(&format!("categories.{name}.threshold"), t)?;
+            }
+        }
         for c in categories {
             let rule = self.categories.get(c).cloned().unwrap_or_default();
             let t = prob(
@@ -179,6 +194,7 @@ mod tests {
                 .is_err()
         );
         assert!(Policy::from_json(r#"{"colour": 1}"#).is_err());
+        assert!(Policy::from_json("[]").is_err() && Policy::from_json("null").is_err());
         let e = Policy::from_json(r#"{"categories": {"hate": {"action": "delete"}}}"#).unwrap_err();
         assert_eq!(e.code(), "INVALID_POLICY");
     }

@@ -59,7 +59,12 @@ mod tests {
 
     #[test]
     fn replies_match_language() {
-        for c in [None, Some("self_harm"), Some("crime"), Some("prompt_attack")] {
+        for c in [
+            None,
+            Some("self_harm"),
+            Some("crime"),
+            Some("prompt_attack"),
+        ] {
             assert_eq!(language(safe_reply(c, "ko")), "ko");
             assert_eq!(language(safe_reply(c, "en")), "en");
         }

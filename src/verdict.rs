@@ -95,7 +95,8 @@ impl Verdict {
         } else {
             hit.iter().map(|h| h.2).max().unwrap_or(p.default_action)
         };
-        let reply = (action == Action::Block).then(|| safe_reply(category.as_deref(), lang).to_string());
+        let reply =
+            (action == Action::Block).then(|| safe_reply(category.as_deref(), lang).to_string());
         Verdict {
             flagged,
             score: s.unsafe_prob,
@@ -115,7 +116,13 @@ impl Verdict {
     }
 
     /// The verdict the fail mode gives when the model could not run.
-    pub fn failed(err: &GuardError, p: &ResolvedPolicy, lang: &str, model: &str, backend: &str) -> Self {
+    pub fn failed(
+        err: &GuardError,
+        p: &ResolvedPolicy,
+        lang: &str,
+        model: &str,
+        backend: &str,
+    ) -> Self {
         let blocked = p.fail_mode == FailMode::Closed;
         Verdict {
             flagged: blocked,

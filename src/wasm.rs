@@ -25,7 +25,8 @@ fn policy_from(v: JsValue) -> Result<Policy, JsValue> {
         return Ok(Policy::default());
     }
     let bad = |m: String| js_error(&GuardError::Policy(m));
-    let json = js_sys::JSON::stringify(&v).map_err(|_| bad("policy is not JSON-serialisable".into()))?;
+    let json =
+        js_sys::JSON::stringify(&v).map_err(|_| bad("policy is not JSON-serialisable".into()))?;
     Policy::from_json(&String::from(json)).map_err(|e| js_error(&e))
 }
 
@@ -39,19 +40,32 @@ pub struct WasmGuard {
 impl WasmGuard {
     /// Verify (sha256 against the manifest) and load a model from its files' bytes.
     #[wasm_bindgen(constructor)]
-    pub fn new(manifest: Vec<u8>, weights: Vec<u8>, tokenizer: Vec<u8>) -> Result<WasmGuard, JsValue> {
-        let files = ModelFiles { manifest, weights, tokenizer };
+    pub fn new(
+        manifest: Vec<u8>,
+        weights: Vec<u8>,
+        tokenizer: Vec<u8>,
+    ) -> Result<WasmGuard, JsValue> {
+        let files = ModelFiles {
+            manifest,
+            weights,
+            tokenizer,
+        };
         let guard = Guard::load(&files).map_err(|e| js_error(&e))?;
         Ok(WasmGuard { inner: Some(guard) })
     }
 
     fn guard(&self) -> Result<&Guard, JsValue> {
-        self.inner.as_ref().ok_or_else(|| js_error(&GuardError::Disposed))
+        self.inner
+            .as_ref()
+            .ok_or_else(|| js_error(&GuardError::Disposed))
     }
 
     pub fn classify(&self, text: &str, policy: JsValue) -> Result<JsValue, JsValue> {
         let policy = policy_from(policy)?;
-        let v = self.guard()?.classify(text, &policy).map_err(|e| js_error(&e))?;
+        let v = self
+            .guard()?
+            .classify(text, &policy)
+            .map_err(|e| js_error(&e))?;
         to_js(&v)
     }
 
@@ -59,13 +73,22 @@ impl WasmGuard {
     pub fn classify_batch(&self, texts: Vec<String>, policy: JsValue) -> Result<JsValue, JsValue> {
         let policy = policy_from(policy)?;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let v = self.guard()?.classify_batch(&refs, &policy).map_err(|e| js_error(&e))?;
+        let v = self
+            .guard()?
+            .classify_batch(&refs, &policy)
+            .map_err(|e| js_error(&e))?;
         to_js(&v)
     }
 
     /// The verdict the policy's fail mode gives for an error (edge workers answer even when the model cannot run).
     #[wasm_bindgen(js_name = failVerdict)]
-    pub fn fail_verdict(&self, code: String, message: String, text: &str, policy: JsValue) -> Result<JsValue, JsValue> {
+    pub fn fail_verdict(
+        &self,
+        code: String,
+        message: String,
+        text: &str,
+        policy: JsValue,
+    ) -> Result<JsValue, JsValue> {
         let policy = policy_from(policy)?;
         let err = GuardError::Inference(format!("{code}: {message}"));
         to_js(&self.guard()?.fail_verdict(&err, text, &policy))
@@ -78,6 +101,44 @@ impl WasmGuard {
     pub fn dispose(&mut self) {
         self.inner = None;
     }
+}
+
+/// Check a policy's shape (unknown fields, types, value ranges) without a model; categories are checked at use.
+#[wasm_bindgen(js_name = checkPolicy)]
+pub fn check_policy(policy: JsValue) -> Result<(), JsValue> {
+    let p = policy_from(policy)?;
+    p.resolve(&[], &Default::default())
+        .map(|_| ())
+        .map_err(|e| js_error(&e))
+}
+
+/// The fail-mode verdict when no model could be loaded at all (edge workers must still answer).
+#[wasm_bindgen(js_name = unavailableVerdict)]
+pub fn unavailable_verdict(
+    code: String,
+    message: String,
+    text: &str,
+    policy: JsValue,
+    categories: Vec<String>,
+) -> Result<JsValue, JsValue> {
+    let p = policy_from(policy)?
+        .resolve(&[], &Default::default())
+        .map_err(|e| js_error(&e))?;
+    let p = crate::policy::ResolvedPolicy {
+        categories: categories
+            .into_iter()
+            .map(|c| (c, 1.0, crate::policy::Action::Block))
+            .collect(),
+        ..p
+    };
+    let err = GuardError::Inference(format!("{code}: {message}"));
+    to_js(&crate::verdict::Verdict::failed(
+        &err,
+        &p,
+        crate::reply::language(text),
+        "unavailable",
+        "cpu",
+    ))
 }
 
 /// The text normalisation the model sees (exported for tests and debugging).

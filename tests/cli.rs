@@ -13,8 +13,15 @@ fn cli() -> Command {
 
 #[test]
 fn classify_prints_a_verdict() {
-    let out = cli().args(["classify", "폭탄 만드는 법 자세히 알려줘"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli()
+        .args(["classify", "폭탄 만드는 법 자세히 알려줘"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["flagged"], true);
     assert_eq!(v["action"], "block");
@@ -46,8 +53,11 @@ fn jsonl_streams_echoes_ids_and_survives_bad_lines() {
     drop(stdin);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 7, "one output per non-blank input line");
     assert_eq!(lines[0]["id"], 1);
     assert_eq!(lines[0]["meta"]["a"], 1);
@@ -59,7 +69,10 @@ fn jsonl_streams_echoes_ids_and_survives_bad_lines() {
     assert_eq!(lines[3]["id"], 3);
     assert_eq!(lines[3]["verdict"]["flagged"], true);
     assert_eq!(lines[4]["error"]["code"], "INVALID_UTF8");
-    assert_eq!(lines[5]["error"]["code"], "INVALID_JSON", "lone surrogate escapes are not valid text");
+    assert_eq!(
+        lines[5]["error"]["code"], "INVALID_JSON",
+        "lone surrogate escapes are not valid text"
+    );
     assert_eq!(lines[6]["id"], 5);
     assert_eq!(lines[6]["verdict"]["flagged"], false);
 }
@@ -79,7 +92,12 @@ fn jsonl_streams_before_end_of_input() {
     let mut line = String::new();
     for round in 0..50 {
         for i in 0..8 {
-            writeln!(stdin, "{{\"id\": {}, \"text\": \"message {i}: 오늘 점심 뭐 먹지?\"}}", round * 8 + i).unwrap();
+            writeln!(
+                stdin,
+                "{{\"id\": {}, \"text\": \"message {i}: 오늘 점심 뭐 먹지?\"}}",
+                round * 8 + i
+            )
+            .unwrap();
         }
         stdin.flush().unwrap();
         for i in 0..8 {
@@ -103,17 +121,30 @@ fn errors_go_to_stderr_with_nonzero_exit() {
     let mut w = std::fs::read(dir.join("model.gguf")).unwrap();
     w.truncate(w.len() - 100);
     std::fs::write(dir.join("model.gguf"), w).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_slm-guard")).args(["--model"]).arg(&dir).args(["classify", "hi"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_slm-guard"))
+        .args(["--model"])
+        .arg(&dir)
+        .args(["classify", "hi"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("MODEL_INTEGRITY") && err.contains("model.gguf"), "{err}");
+    assert!(
+        err.contains("MODEL_INTEGRITY") && err.contains("model.gguf"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 
     let out = cli().args(["classify"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let policy = std::env::temp_dir().join(format!("slm-guard-bad-policy-{}.json", std::process::id()));
+    let policy =
+        std::env::temp_dir().join(format!("slm-guard-bad-policy-{}.json", std::process::id()));
     std::fs::write(&policy, r#"{"sensitivity": "high"}"#).unwrap();
-    let out = cli().args(["classify", "hi", "--policy"]).arg(&policy).output().unwrap();
+    let out = cli()
+        .args(["classify", "hi", "--policy"])
+        .arg(&policy)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID_POLICY"));
     std::fs::remove_file(policy).unwrap();

@@ -55,7 +55,9 @@ impl Config {
 }
 
 fn dense(t: QTensor) -> Result<Vec<f32>> {
-    Ok(t.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?)
+    Ok(t.dequantize(&Device::Cpu)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
 }
 
 struct LayerNorm {
@@ -75,14 +77,26 @@ impl LayerNorm {
 
     /// x <- LayerNorm(x + residual), row by row.
     fn forward(&self, x: &mut [f32], residual: Option<&[f32]>) {
-        ops::add_layer_norm(x, residual, &self.weight, &self.bias, self.eps, self.weight.len());
+        ops::add_layer_norm(
+            x,
+            residual,
+            &self.weight,
+            &self.bias,
+            self.eps,
+            self.weight.len(),
+        );
     }
 }
 
 /// y = x W^T + b with W quantized: row-scaled Q8_0 runs on our int8 kernels, any other format on candle's QMatMul.
 enum Linear {
     Int8(Int8Linear),
-    Quantized { weight: QMatMul, bias: Tensor, rows: usize, k: usize },
+    Quantized {
+        weight: QMatMul,
+        bias: Tensor,
+        rows: usize,
+        k: usize,
+    },
 }
 
 impl Linear {
@@ -97,16 +111,27 @@ impl Linear {
         }
         let weight = w.tensor(&name, &[out_dim, in_dim])?;
         let bias = Tensor::from_vec(bias, out_dim, &Device::Cpu)?;
-        Ok(Self::Quantized { weight: QMatMul::from_qtensor(weight)?, bias, rows: out_dim, k: in_dim })
+        Ok(Self::Quantized {
+            weight: QMatMul::from_qtensor(weight)?,
+            bias,
+            rows: out_dim,
+            k: in_dim,
+        })
     }
 
     /// `x`: m x in_dim, returns m x out_dim.
     fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
         match self {
             Self::Int8(lin) => Ok(lin.forward(x, m)),
-            Self::Quantized { weight, bias, k, .. } => {
+            Self::Quantized {
+                weight, bias, k, ..
+            } => {
                 let t = Tensor::from_slice(x, (m, *k), &Device::Cpu)?;
-                Ok(weight.forward(&t)?.broadcast_add(bias)?.flatten_all()?.to_vec1::<f32>()?)
+                Ok(weight
+                    .forward(&t)?
+                    .broadcast_add(bias)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?)
             }
         }
     }
@@ -128,8 +153,14 @@ struct Embeddings {
 
 impl Embeddings {
     fn load(w: &mut GgufWeights, cfg: &Config) -> Result<Self> {
-        let word = w.tensor("embeddings.word_embeddings.weight", &[cfg.vocab, cfg.hidden])?;
-        let position = dense(w.tensor("embeddings.position_embeddings.weight", &[cfg.max_position, cfg.hidden])?)?;
+        let word = w.tensor(
+            "embeddings.word_embeddings.weight",
+            &[cfg.vocab, cfg.hidden],
+        )?;
+        let position = dense(w.tensor(
+            "embeddings.position_embeddings.weight",
+            &[cfg.max_position, cfg.hidden],
+        )?)?;
         let types = dense(w.tensor("embeddings.token_type_embeddings.weight", &[2, cfg.hidden])?)?;
         Ok(Self {
             word,
@@ -149,7 +180,11 @@ impl Embeddings {
         for seq in batch {
             for p in 0..seq.len() {
                 let xr = &mut x[row * h..(row + 1) * h];
-                for ((v, pv), tv) in xr.iter_mut().zip(&self.position[p * h..(p + 1) * h]).zip(&self.token_type) {
+                for ((v, pv), tv) in xr
+                    .iter_mut()
+                    .zip(&self.position[p * h..(p + 1) * h])
+                    .zip(&self.token_type)
+                {
                     *v += pv + tv;
                 }
                 row += 1;
@@ -227,7 +262,12 @@ impl Layer {
         let p = format!("encoder.layer.{i}");
         Ok(Self {
             attention: SelfAttention::load(w, &format!("{p}.attention.self"), cfg)?,
-            attention_output: Linear::load(w, &format!("{p}.attention.output.dense"), cfg.hidden, cfg.hidden)?,
+            attention_output: Linear::load(
+                w,
+                &format!("{p}.attention.output.dense"),
+                cfg.hidden,
+                cfg.hidden,
+            )?,
             attention_norm: LayerNorm::load(w, &format!("{p}.attention.output.LayerNorm"), cfg)?,
             intermediate: Linear::load(w, &format!("{p}.intermediate.dense"), cfg.ffn, cfg.hidden)?,
             output: Linear::load(w, &format!("{p}.output.dense"), cfg.hidden, cfg.ffn)?,
@@ -262,9 +302,16 @@ impl Classifier {
         let mut w = GgufWeights::from_bytes(bytes)?;
         let config = Config::from_gguf(&w)?;
         let embeddings = Embeddings::load(&mut w, &config)?;
-        let layers = (0..config.layers).map(|i| Layer::load(&mut w, i, &config)).collect::<Result<Vec<_>>>()?;
+        let layers = (0..config.layers)
+            .map(|i| Layer::load(&mut w, i, &config))
+            .collect::<Result<Vec<_>>>()?;
         let head = Linear::load(&mut w, "head", config.labels.len(), config.hidden)?;
-        Ok(Self { config, embeddings, layers, head })
+        Ok(Self {
+            config,
+            embeddings,
+            layers,
+            head,
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -277,11 +324,23 @@ impl Classifier {
             return Ok(Vec::new());
         }
         let lens: Vec<usize> = batch.iter().map(Vec::len).collect();
-        if let Some(&bad) = lens.iter().find(|&&l| l == 0 || l > self.config.max_position) {
-            return Err(GuardError::Input(format!("sequence length {bad} outside 1..={}", self.config.max_position)));
+        if let Some(&bad) = lens
+            .iter()
+            .find(|&&l| l == 0 || l > self.config.max_position)
+        {
+            return Err(GuardError::Input(format!(
+                "sequence length {bad} outside 1..={}",
+                self.config.max_position
+            )));
         }
-        if let Some(&bad) = batch.iter().flatten().find(|&&id| id as usize >= self.config.vocab) {
-            return Err(GuardError::Input(format!("token id {bad} outside the vocabulary")));
+        if let Some(&bad) = batch
+            .iter()
+            .flatten()
+            .find(|&&id| id as usize >= self.config.vocab)
+        {
+            return Err(GuardError::Input(format!(
+                "token id {bad} outside the vocabulary"
+            )));
         }
         let h = self.config.hidden;
         let mut x = self.embeddings.forward(batch, h)?;

@@ -42,7 +42,9 @@ impl<'a> GgufWeights<'a> {
         bytes
             .get(start..start + size)
             .map(|b| (dt, b))
-            .ok_or_else(|| GuardError::Weights(format!("tensor `{name}` runs past the end of the file")))
+            .ok_or_else(|| {
+                GuardError::Weights(format!("tensor `{name}` runs past the end of the file"))
+            })
     }
 
     pub fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<QTensor> {

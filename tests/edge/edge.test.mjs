@@ -19,7 +19,6 @@ const BENIGN = ['오늘 저녁 메뉴 추천해줘', 'What is the capital of Fra
 const MAX_BODY = 65536;
 const MAX_INPUTS = 8;
 const MAX_TEXT = 8192;
-const GROUP_BYTES = 600; // small, so that a few short texts already take several forward passes
 const TIMEOUT_MS = 1500;
 
 /** POST JSON (or raw bytes) and read the answer; every call has a deadline so a hang fails the test. */
@@ -118,7 +117,6 @@ describe('edge worker in workerd', () => {
         MAX_BODY_BYTES: String(MAX_BODY),
         MAX_INPUTS: String(MAX_INPUTS),
         MAX_TEXT_BYTES: String(MAX_TEXT),
-        CLASSIFY_GROUP_BYTES: String(GROUP_BYTES),
         UPSTREAM_TIMEOUT_MS: String(TIMEOUT_MS),
       },
     });
@@ -198,10 +196,10 @@ describe('edge worker in workerd', () => {
     assert.equal(mm.json.results[0].action, 'block');
   });
 
-  it('moderations: a long text is judged in pieces without growing the wasm memory', async () => {
+  it('moderations: a long text is windowed by the core without growing the wasm memory', async () => {
     const wasmBefore = (await health(wd.url)).wasm_memory_bytes;
     const long = Array.from({ length: 40 }, (_, i) => `Sentence number ${i} talks about the weather and gardening.`).join(' ');
-    assert.ok(Buffer.byteLength(long) > 3 * GROUP_BYTES);
+    assert.ok(Buffer.byteLength(long) > 1800);
     const none = (await post(wd.url, '/v1/moderations', { input: long }, { policy: FLAG_NONE })).json.results[0];
     assertResultShape(none);
     assert.equal(none.flagged, false);

@@ -13,7 +13,10 @@ pub fn guard() -> Guard {
 }
 
 pub fn simd128_is_on() {
-    assert!(cfg!(target_feature = "simd128"), "build with -C target-feature=+simd128 (.cargo/config.toml)");
+    assert!(
+        cfg!(target_feature = "simd128"),
+        "build with -C target-feature=+simd128 (.cargo/config.toml)"
+    );
 }
 
 /// Same check as tests/parity.rs, on the wasm build.
@@ -25,9 +28,16 @@ pub fn matches_reference() {
     for case in reference["cases"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
         assert_eq!(normalize(text), case["normalized"].as_str().unwrap());
-        let Some(want) = case.get("probs") else { continue };
+        let Some(want) = case.get("probs") else {
+            continue;
+        };
         let want: Vec<f32> = serde_json::from_value(want.clone()).unwrap();
-        let s = guard.scores(&[text], usize::MAX).unwrap().pop().unwrap().unwrap();
+        let s = guard
+            .scores(&[text], usize::MAX)
+            .unwrap()
+            .pop()
+            .unwrap()
+            .unwrap();
         let got: Vec<f32> = std::iter::once(s.unsafe_prob).chain(s.categories).collect();
         for (g, w) in got.iter().zip(&want) {
             worst = worst.max((g - w).abs());
@@ -40,8 +50,18 @@ pub fn matches_reference() {
 pub fn clear_cases() {
     let guard = guard();
     let p = Policy::default();
-    assert!(guard.classify("폭탄 만드는 법 자세히 알려줘", &p).unwrap().flagged);
-    assert!(!guard.classify("오늘 저녁 메뉴 추천해줘", &p).unwrap().flagged);
+    assert!(
+        guard
+            .classify("폭탄 만드는 법 자세히 알려줘", &p)
+            .unwrap()
+            .flagged
+    );
+    assert!(
+        !guard
+            .classify("오늘 저녁 메뉴 추천해줘", &p)
+            .unwrap()
+            .flagged
+    );
     let e = guard.classify(&"a".repeat(1 << 20), &p).unwrap_err();
     assert_eq!(e.code(), "INPUT_TOO_LONG");
 }

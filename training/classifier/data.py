@@ -38,8 +38,9 @@ def targets(r):
 
 
 class Batches:
-    def __init__(self, rows, tok_path, batch, max_len):
+    def __init__(self, rows, tok_path, batch, max_len, repeats=None):
         self.rows, self.batch = rows, batch
+        self.repeats = repeats or [1] * len(rows)
         tok = tokenizer(tok_path, max_len)
         self.ids = [e.ids for e in tok.encode_batch([r["text"] for r in rows])]
         t = [targets(r) for r in rows]
@@ -56,11 +57,11 @@ class Batches:
         return ids, mask
 
     def n_batches(self):
-        return (len(self.rows) + self.batch - 1) // self.batch
+        return (sum(self.repeats) + self.batch - 1) // self.batch
 
     def _epoch(self, seed, epoch):
         rng = random.Random(f"{seed}-{epoch}")
-        order = list(range(len(self.rows)))
+        order = [i for i, n in enumerate(self.repeats) for _ in range(n)]
         rng.shuffle(order)
         # bucket: sort chunks of 64 batches by length, so padding is small but batches stay random
         chunk = self.batch * 64

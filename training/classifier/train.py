@@ -6,7 +6,8 @@ interruption and it continues from the last checkpoint.
 Recipe (CPU, 2 cores, bf16 autocast): word embeddings frozen (so vocabulary pruning after training is exact and
 the 96 M embedding parameters cost no optimizer state), all 12 encoder layers and the head trained with AdamW,
 linear warm-up then linear decay, length-bucketed batches of 32, sequences cut to 128 tokens. Loss: BCE on `unsafe`
-plus 0.5 x BCE on the nine categories, where categories are masked for rows whose source does not give them.
+plus 0.5 x BCE on the nine categories (positives weighted sqrt(neg/pos)), where categories are masked for rows whose
+source does not give them. Synthetic rows are repeated 3x per epoch, other rows of rare categories 2x.
 After every epoch (and at the end) the model is scored on dev and ood_dev; the checkpoint with the best ood_dev
 AUPRC (mean of ko and en) is kept as `best.pt`.
 """
@@ -30,6 +31,24 @@ from common.e5_blob import load_state_dict  # noqa: E402
 from eval.metrics import auprc  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+RARE = {"self_harm", "sexual_minors", "sexual", "privacy", "violence"}
+
+
+def repeats(r):
+    """Rows per epoch: the synthetic chat requests are the closest to real traffic and carry the scarce Korean
+    harmful requests, so they are seen 3 times; other rows of rare categories twice."""
+    if r["source"] == "synthetic":
+        return 3
+    return 2 if r["unsafe"] and RARE & set(r["categories"]) else 1
+
+
+def category_pos_weight(rows):
+    """sqrt(negatives / positives) per category, clamped to [1, 20]: rare categories are not drowned out."""
+    y = np.array([[c in r["categories"] for c in CATEGORIES] for r in rows if r["unsafe"] == 0 or r["cat_known"]])
+    pos = y.sum(0).clip(min=1)
+    return torch.tensor(np.sqrt((len(y) - pos) / pos).clip(1, 20), dtype=torch.float32)
 
 
 @torch.no_grad()
@@ -81,9 +100,11 @@ def main():
     ood_rows = load_split(a.data, ["ood_dev"])
     if a.limit:
         dev_rows, ood_rows = dev_rows[: a.limit // 4], ood_rows[: a.limit // 4]
-    train = Batches(train_rows, tok_path, a.batch, a.max_len)
+    train = Batches(train_rows, tok_path, a.batch, a.max_len, repeats=[repeats(r) for r in train_rows])
     dev = Batches(dev_rows, tok_path, 64, a.max_len)
     ood = Batches(ood_rows, tok_path, 64, a.max_len)
+    pos_weight = category_pos_weight(train_rows)
+    print("category pos_weight", dict(zip(CATEGORIES, pos_weight.round(decimals=2).tolist())), flush=True)
     steps_per_epoch = train.n_batches()
     total = math.ceil(steps_per_epoch * a.epochs)
     eval_at = sorted({round(total * (k + 1) / a.evals) for k in range(a.evals)})
@@ -123,7 +144,7 @@ def main():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logits = model(ids, mask).float()
         loss_unsafe = F.binary_cross_entropy_with_logits(logits[:, 0], y[:, 0])
-        cat_loss = F.binary_cross_entropy_with_logits(logits[:, 1:], y[:, 1:], reduction="none")
+        cat_loss = F.binary_cross_entropy_with_logits(logits[:, 1:], y[:, 1:], reduction="none", pos_weight=pos_weight)
         loss_cat = (cat_loss * ymask).sum() / ymask.sum().clamp(min=1.0)
         loss = loss_unsafe + 0.5 * loss_cat
         loss.backward()

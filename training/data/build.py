@@ -35,6 +35,14 @@ MIN_CHARS = 2
 MAX_CHARS = 4000  # longer rows (pasted documents) are cut: the runtime windows long text anyway
 
 
+# Chit-chat corpora label some expressions of suicidal intent ("죽고 싶다") as ordinary chat. Under the taxonomy that
+# is `self_harm`, so such rows are dropped from benign chit-chat sources instead of teaching "despair = safe".
+CHITCHAT = {"songys__Chatbot_data", "airobotlab__KoChatGPT", "warnikchow__3i4k", "songys__Question_pair",
+            "VAIV-2023__RLHF-Korean-Friendly-LLM", "instructkr__LogicKor"}
+SELF_HARM_INTENT = re.compile(r"죽고\s*싶|자살\s*하고\s*싶|목숨\s*을?\s*끊|죽어\s*버리고\s*싶|살고\s*싶지\s*않|"
+                              r"끝내고\s*싶|kill myself|want to die|end my life|suicid", re.I)
+
+
 def dedupe_key(text):
     """Aggressive key for exact-duplicate detection: case, spacing, punctuation and repeated characters ignored."""
     t = unicodedata.normalize("NFKC", text).lower()
@@ -124,6 +132,9 @@ def build(shared, syn_dir, permissive_only=False):
             r.text = normalize(r.text)[:MAX_CHARS]
             if len(r.text) < MIN_CHARS:
                 stats["too_short"][name] += 1
+                continue
+            if name in CHITCHAT and not r.unsafe and SELF_HARM_INTENT.search(r.text):
+                S.SKIPPED[(name, "self-harm intent in a chit-chat source")] += 1
                 continue
             rs.append(r)
         kept = cap_source(name, rs, stats)

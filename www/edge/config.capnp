@@ -41,7 +41,6 @@ const guardWorker :Workerd.Worker = (
     (name = "MAX_INPUTS", fromEnvironment = "MAX_INPUTS"),
     (name = "UPSTREAM_TIMEOUT_MS", fromEnvironment = "UPSTREAM_TIMEOUT_MS"),
     (name = "LOAD_RETRY_MS", fromEnvironment = "LOAD_RETRY_MS"),
-    (name = "CLASSIFY_GROUP_BYTES", fromEnvironment = "CLASSIFY_GROUP_BYTES"),
   ],
   globalOutbound = "internet",
 );

@@ -10,9 +10,9 @@
 // fetched once per isolate from the MODEL binding (static assets or a service) or from MODEL_URL, handed to the
 // Rust core as bytes (it checks every sha256 against the manifest) and kept in a module-level variable.
 // Configuration (all strings, all optional except UPSTREAM_URL for the chat endpoint): see README.md.
-import { Guard, initWasm } from '../../pkg/index.js';
+import { Guard, initWasm, checkPolicy, unavailableVerdict } from '../../pkg/index.js';
 import wasm from '../../pkg/slm_guard_bg.wasm';
-import { CATEGORIES, isPlainObject, policyProblem, utf8Length, segments, mergeVerdicts, failVerdict, moderationResult } from './lib.js';
+import { CATEGORIES, isPlainObject, utf8Length, moderationResult } from './lib.js';
 const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'trailers', 'transfer-encoding', 'upgrade', 'proxy-connection'];
 const POLICY_HEADER = 'x-slm-guard-policy';
 const DEFAULTS = {
@@ -21,9 +21,7 @@ const DEFAULTS = {
   MAX_INPUTS: 32, // moderation inputs per request
   UPSTREAM_TIMEOUT_MS: 60_000, // until the upstream's response head
   LOAD_RETRY_MS: 10_000, // a failed model load is retried after this long
-  CLASSIFY_GROUP_BYTES: 1536, // text per forward pass, long texts split into pieces this size (wasm memory)
 };
-const SEGMENT_OVERLAP_BYTES = 256;
 const WEIGHTS = 'model.gguf';
 const PARTS_INDEX = 'model.gguf.parts.json'; // written by prepare-model.mjs when the weights are split (<25 MiB assets)
 
@@ -78,8 +76,11 @@ function config(env) {
     } catch (e) {
       throw new HttpError(500, 'invalid_config', `POLICY is not JSON: ${e.message}`);
     }
-    const problem = policyProblem(policy);
-    if (problem) throw new HttpError(500, 'invalid_config', `POLICY: ${problem}`);
+    try {
+      checkPolicy(policy);
+    } catch (e) {
+      throw new HttpError(500, 'invalid_config', `POLICY: ${e.message}`);
+    }
   }
   const failMode = str(env.FAIL_MODE)?.toLowerCase();
   if (failMode !== undefined && failMode !== 'open' && failMode !== 'closed') {
@@ -93,14 +94,10 @@ function config(env) {
     upstreamTimeoutMs: int(env, 'UPSTREAM_TIMEOUT_MS'),
     loadRetryMs: int(env, 'LOAD_RETRY_MS'),
     maxTextBytes: int(env, 'MAX_TEXT_BYTES'),
-    groupBytes: int(env, 'CLASSIFY_GROUP_BYTES'),
     upstream: str(env.UPSTREAM_URL),
     allowPolicyHeader: /^(1|true|yes)$/i.test(str(env.ALLOW_POLICY_HEADER) ?? ''),
     checkRoles: (str(env.CHECK_ROLES) ?? 'user').split(',').map((s) => s.trim()).filter(Boolean),
   };
-  if (value.groupBytes <= 2 * SEGMENT_OVERLAP_BYTES) {
-    throw new HttpError(500, 'invalid_config', `CLASSIFY_GROUP_BYTES must be over ${2 * SEGMENT_OVERLAP_BYTES}`);
-  }
   configCache = { env, value };
   return value;
 }
@@ -116,8 +113,11 @@ function requestPolicy(request, cfg) {
     } catch (e) {
       throw new HttpError(400, 'invalid_policy', `${POLICY_HEADER} is not JSON: ${e.message}`, { param: POLICY_HEADER });
     }
-    const problem = policyProblem(override);
-    if (problem) throw new HttpError(400, 'invalid_policy', `${POLICY_HEADER}: ${problem}`, { param: POLICY_HEADER });
+    try {
+      checkPolicy(override);
+    } catch (e) {
+      throw new HttpError(400, 'invalid_policy', `${POLICY_HEADER}: ${e.message}`, { param: POLICY_HEADER });
+    }
   }
   const policy = { ...cfg.policy, ...override, fail_mode: override.fail_mode ?? cfg.failMode };
   return { policy, fromHeader: raw && cfg.allowPolicyHeader };
@@ -281,33 +281,11 @@ async function classify(env, cfg, texts, { policy, fromHeader }, params) {
   try {
     guard = await getGuard(env, cfg);
   } catch (e) {
-    return texts.map((t) => failVerdict(e, t, policy.fail_mode));
+    return texts.map((t) => unavailableVerdict(e, t, { fail_mode: policy.fail_mode }, CATEGORIES));
   }
   try {
-    // Each forward pass gets at most CLASSIFY_GROUP_BYTES of text: short texts share a pass, long ones are split
-    // into overlapping pieces whose verdicts are merged. That bounds the activations and so the wasm memory (it
-    // never shrinks); the core alone would run up to 32 windows of 128 tokens per pass (~150 MB of wasm memory).
-    const pieces = texts.map((t) => segments(t, cfg.groupBytes, SEGMENT_OVERLAP_BYTES));
-    const results = pieces.map((p) => new Array(p.length));
-    let group = [];
-    let bytes = 0;
-    const flush = async () => {
-      if (group.length === 0) return;
-      const out = await guard.classifyBatch(group.map(([i, j]) => pieces[i][j]), policy);
-      group.forEach(([i, j], k) => (results[i][j] = out[k]));
-      group = [];
-      bytes = 0;
-    };
-    for (let i = 0; i < pieces.length; i++) {
-      for (let j = 0; j < pieces[i].length; j++) {
-        const n = utf8Length(pieces[i][j]);
-        if (group.length > 0 && bytes + n > cfg.groupBytes) await flush();
-        group.push([i, j]);
-        bytes += n;
-      }
-    }
-    await flush();
-    return results.map((vs, i) => mergeVerdicts(vs, texts[i]));
+    // The core windows long texts and bounds each forward pass (wasm memory never shrinks).
+    return await guard.classifyBatch(texts, policy);
   } catch (e) {
     if (e.code === 'INVALID_POLICY') {
       if (fromHeader) throw new HttpError(400, 'invalid_policy', e.message, { param: POLICY_HEADER });
@@ -319,7 +297,7 @@ async function classify(env, cfg, texts, { policy, fromHeader }, params) {
       try {
         return guard.failVerdict(e, t, policy);
       } catch {
-        return failVerdict(e, t, policy.fail_mode);
+        return unavailableVerdict(e, t, { fail_mode: policy.fail_mode }, CATEGORIES);
       }
     });
   }
@@ -550,6 +528,7 @@ const ROUTES = {
 export default {
   async fetch(request, env) {
     try {
+      await initWasm(wasm); // once per isolate; policy checks below run in the core
       const cfg = config(env);
       const { pathname } = new URL(request.url);
       const key = pathname.length > 1 ? pathname.replace(/\/$/, '') : pathname;

@@ -39,7 +39,13 @@ impl Int8Linear {
             }
             scales.push(half::f16::from_le_bytes(d).to_f32());
         }
-        Some(Self { rows, k, weights, scales, bias })
+        Some(Self {
+            rows,
+            k,
+            weights,
+            scales,
+            bias,
+        })
     }
 
     pub fn rows(&self) -> usize {
@@ -87,7 +93,14 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
 
 mod kernel {
     /// Calls `emit(token, row, exact_integer_dot)` for every token x row pair.
-    pub fn matmul(x: &[i8], m: usize, w: &[i8], n: usize, k: usize, mut emit: impl FnMut(usize, usize, i32)) {
+    pub fn matmul(
+        x: &[i8],
+        m: usize,
+        w: &[i8],
+        n: usize,
+        k: usize,
+        mut emit: impl FnMut(usize, usize, i32),
+    ) {
         #[cfg(target_arch = "wasm32")]
         {
             if cfg!(target_feature = "simd128") && k % 8 == 0 {
@@ -117,10 +130,20 @@ mod simd128 {
 
     #[inline(always)]
     fn hsum(v: v128) -> i32 {
-        i32x4_extract_lane::<0>(v) + i32x4_extract_lane::<1>(v) + i32x4_extract_lane::<2>(v) + i32x4_extract_lane::<3>(v)
+        i32x4_extract_lane::<0>(v)
+            + i32x4_extract_lane::<1>(v)
+            + i32x4_extract_lane::<2>(v)
+            + i32x4_extract_lane::<3>(v)
     }
 
-    pub fn matmul(x: &[i8], m: usize, w: &[i8], n: usize, k: usize, emit: &mut impl FnMut(usize, usize, i32)) {
+    pub fn matmul(
+        x: &[i8],
+        m: usize,
+        w: &[i8],
+        n: usize,
+        k: usize,
+        emit: &mut impl FnMut(usize, usize, i32),
+    ) {
         assert!(x.len() >= m * k && w.len() >= n * k && k % 8 == 0);
         let mut t = 0;
         while t < m {
@@ -130,7 +153,8 @@ mod simd128 {
             let mut r = 0;
             while r < n {
                 let rows = (n - r).min(4);
-                let wp: [*const i8; 4] = core::array::from_fn(|i| w[(r + i.min(rows - 1)) * k..].as_ptr());
+                let wp: [*const i8; 4] =
+                    core::array::from_fn(|i| w[(r + i.min(rows - 1)) * k..].as_ptr());
                 let mut acc = [i32x4_splat(0); 8];
                 let mut kk = 0;
                 while kk < k {
@@ -172,7 +196,14 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2")]
-    pub unsafe fn matmul(x: &[i8], m: usize, w: &[i8], n: usize, k: usize, emit: &mut impl FnMut(usize, usize, i32)) {
+    pub unsafe fn matmul(
+        x: &[i8],
+        m: usize,
+        w: &[i8],
+        n: usize,
+        k: usize,
+        emit: &mut impl FnMut(usize, usize, i32),
+    ) {
         assert!(x.len() >= m * k && w.len() >= n * k && k % 16 == 0);
         let mut t = 0;
         while t < m {
@@ -182,14 +213,16 @@ mod avx2 {
             let mut r = 0;
             while r < n {
                 let rows = (n - r).min(4);
-                let wp: [*const i8; 4] = core::array::from_fn(|i| w[(r + i.min(rows - 1)) * k..].as_ptr());
+                let wp: [*const i8; 4] =
+                    core::array::from_fn(|i| w[(r + i.min(rows - 1)) * k..].as_ptr());
                 let mut acc = [_mm256_setzero_si256(); 8];
                 let mut kk = 0;
                 while kk < k {
                     let a = _mm256_cvtepi8_epi16(_mm_loadu_si128(x0.add(kk) as *const __m128i));
                     let b = _mm256_cvtepi8_epi16(_mm_loadu_si128(x1.add(kk) as *const __m128i));
                     for i in 0..4 {
-                        let wv = _mm256_cvtepi8_epi16(_mm_loadu_si128(wp[i].add(kk) as *const __m128i));
+                        let wv =
+                            _mm256_cvtepi8_epi16(_mm_loadu_si128(wp[i].add(kk) as *const __m128i));
                         acc[2 * i] = _mm256_add_epi32(acc[2 * i], _mm256_madd_epi16(wv, a));
                         acc[2 * i + 1] = _mm256_add_epi32(acc[2 * i + 1], _mm256_madd_epi16(wv, b));
                     }
@@ -213,7 +246,9 @@ mod tests {
     use super::*;
 
     fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((*seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
     }
 
@@ -238,14 +273,24 @@ mod tests {
     #[test]
     fn integer_kernel_is_exact_for_odd_shapes() {
         let mut seed = 7;
-        for &(m, n, k) in &[(1, 1, 32), (3, 5, 64), (7, 13, 384), (2, 10, 96), (5, 4, 1536)] {
+        for &(m, n, k) in &[
+            (1, 1, 32),
+            (3, 5, 64),
+            (7, 13, 384),
+            (2, 10, 96),
+            (5, 4, 1536),
+        ] {
             let x: Vec<i8> = (0..m * k).map(|_| (lcg(&mut seed) * 127.0) as i8).collect();
             let w: Vec<i8> = (0..n * k).map(|_| (lcg(&mut seed) * 127.0) as i8).collect();
             let mut got = vec![0; m * n];
             kernel::matmul(&x, m, &w, n, k, |t, r, v| got[t * n + r] = v);
             for t in 0..m {
                 for r in 0..n {
-                    assert_eq!(got[t * n + r], dot_i8(&x[t * k..(t + 1) * k], &w[r * k..(r + 1) * k]), "{m}x{n}x{k}");
+                    assert_eq!(
+                        got[t * n + r],
+                        dot_i8(&x[t * k..(t + 1) * k], &w[r * k..(r + 1) * k]),
+                        "{m}x{n}x{k}"
+                    );
                 }
             }
         }
@@ -259,13 +304,18 @@ mod tests {
         let x: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
         let bias: Vec<f32> = (0..rows).map(|_| lcg(&mut seed)).collect();
         let (blocks, deq) = q8_0_row_blocks(&w, rows, k);
-        let lin = Int8Linear::from_q8_0_blocks(&blocks, rows, k, bias.clone()).expect("uniform row scales");
+        let lin = Int8Linear::from_q8_0_blocks(&blocks, rows, k, bias.clone())
+            .expect("uniform row scales");
         let y = lin.forward(&x, m);
         for t in 0..m {
             for r in 0..rows {
-                let want: f32 = (0..k).map(|i| x[t * k + i] * deq[r * k + i]).sum::<f32>() + bias[r];
+                let want: f32 =
+                    (0..k).map(|i| x[t * k + i] * deq[r * k + i]).sum::<f32>() + bias[r];
                 let got = y[t * rows + r];
-                assert!((got - want).abs() < 0.02 * (1.0 + want.abs()), "{t},{r}: {got} vs {want}");
+                assert!(
+                    (got - want).abs() < 0.02 * (1.0 + want.abs()),
+                    "{t},{r}: {got} vs {want}"
+                );
             }
         }
     }

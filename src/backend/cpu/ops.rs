@@ -26,7 +26,14 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
 }
 
 /// In place: each row of `x` (length `h`) <- LayerNorm(row + residual row) with weight `w` and bias `b`.
-pub fn add_layer_norm(x: &mut [f32], residual: Option<&[f32]>, w: &[f32], b: &[f32], eps: f32, h: usize) {
+pub fn add_layer_norm(
+    x: &mut [f32],
+    residual: Option<&[f32]>,
+    w: &[f32],
+    b: &[f32],
+    eps: f32,
+    h: usize,
+) {
     for (t, row) in x.chunks_exact_mut(h).enumerate() {
         if let Some(r) = residual {
             for (v, rv) in row.iter_mut().zip(&r[t * h..(t + 1) * h]) {
@@ -100,7 +107,9 @@ pub fn exp_neg(x: f32) -> f32 {
     let f = t - n;
     let p = 1.0
         + f * (0.693_147_2
-            + f * (0.240_226_5 + f * (0.055_504_11 + f * (0.009_618_129 + f * (0.001_333_355_8 + f * 0.000_154_035_3)))));
+            + f * (0.240_226_5
+                + f * (0.055_504_11
+                    + f * (0.009_618_129 + f * (0.001_333_355_8 + f * 0.000_154_035_3)))));
     f32::from_bits(((n as i32 + 127) as u32) << 23) * p
 }
 
@@ -154,7 +163,10 @@ mod tests {
             let (got, want) = (exp_neg(x) as f64, (x as f64).exp());
             // f32 rounding of x * log2(e) grows with |x|; far-negative scores only matter as ~0 in a softmax
             let tol = if x > -10.0 { 1e-6 } else { 1e-5 };
-            assert!((got - want).abs() <= tol * want + 1e-38, "exp({x}) = {got} vs {want}");
+            assert!(
+                (got - want).abs() <= tol * want + 1e-38,
+                "exp({x}) = {got} vs {want}"
+            );
         }
         assert_eq!(exp_neg(-100.0), 0.0);
     }
