@@ -50,7 +50,7 @@ fn verdict_is_consistent_with_its_scores_and_policy() {
 fn sensitivity_is_monotone() {
     let g = common::guard();
     let text = "너 진짜 멍청하다";
-    let mut last = None;
+    let mut last: Option<bool> = None;
     for s in [0.0f32, 0.25, 0.5, 0.75, 1.0] {
         let p = Policy {
             sensitivity: s,
