@@ -60,11 +60,27 @@ impl Int8Linear {
     pub fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
         debug_assert_eq!(x.len(), m * self.k);
         let (xq, xs) = quantize_rows(x, m, self.k);
-        let rows = self.rows;
+        let (rows, k) = (self.rows, self.k);
         let mut out = vec![0f32; m * rows];
-        kernel::matmul(&xq, m, &self.weights, rows, self.k, |t, r, acc| {
-            out[t * rows + r] = acc as f32 * xs[t] * self.scales[r] + self.bias[r];
-        });
+        let run = |xq: &[i8], xs: &[f32], out: &mut [f32]| {
+            kernel::matmul(xq, xs.len(), &self.weights, rows, k, |t, r, acc| {
+                out[t * rows + r] = acc as f32 * xs[t] * self.scales[r] + self.bias[r];
+            });
+        };
+        // natively, token chunks in parallel (RAYON_NUM_THREADS / --threads); wasm32 is single-threaded
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            use rayon::prelude::*;
+            let threads = rayon::current_num_threads();
+            if threads > 1 && m >= 4 {
+                let chunk = m.div_ceil(threads).next_multiple_of(2);
+                out.par_chunks_mut(chunk * rows)
+                    .zip(xq.par_chunks(chunk * k).zip(xs.par_chunks(chunk)))
+                    .for_each(|(o, (q, s))| run(q, s, o));
+                return out;
+            }
+        }
+        run(&xq, &xs, &mut out);
         out
     }
 }
