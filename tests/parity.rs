@@ -1,15 +1,16 @@
 //! The runtime computes the same function as the training pipeline: normalised text, token ids and
 //! probabilities match the reference outputs that `training/classifier/export.py` wrote for the shipped model.
 //!
-//! Tolerance: 0.03 absolute on every probability. The reference runs in fp32 on the dequantized shipped
-//! weights; the runtime also rounds activations to 8-bit blocks inside each quantized matmul (candle's Q8_0/Q8_1
-//! dot products), which moves logits by a few hundredths (the largest difference measured is in the test output).
+//! Tolerance: 0.01 absolute on every probability. The reference runs in fp32 on the dequantized shipped
+//! weights; the runtime rounds activations to int16 per token inside each int8 matmul (`backend/cpu/int8.rs`),
+//! which moves probabilities by about 2e-3 at most on the reference set (printed by the test); 0.01 leaves room
+//! for float summation order across targets and catches any real divergence (int8 activations gave 0.07).
 
 mod common;
 
 use slm_guard::text::normalize;
 
-const TOLERANCE: f32 = 0.03;
+const TOLERANCE: f32 = 0.01;
 
 #[test]
 fn normalisation_tokens_and_probabilities_match_reference() {

@@ -16,7 +16,7 @@ test('info describes the shipped model', () => {
   assert.ok(info.weights_bytes > 1e6 && info.weights_bytes + info.tokenizer_bytes <= 40 * 1024 * 1024);
 });
 
-test('wasm computes the reference probabilities (tolerance 0.03, see tests/parity.rs)', async () => {
+test('wasm computes the reference probabilities (tolerance 0.01, see tests/parity.rs)', async () => {
   let worst = 0;
   for (const c of reference.cases) {
     assert.equal(normalize(c.text), c.normalized);
@@ -25,7 +25,7 @@ test('wasm computes the reference probabilities (tolerance 0.03, see tests/parit
     const got = [v.score, ...reference.labels.slice(1).map((l) => v.category_scores[l])];
     got.forEach((g, i) => {
       worst = Math.max(worst, Math.abs(g - c.probs[i]));
-      assert.ok(Math.abs(g - c.probs[i]) <= 0.03, `${c.text.slice(0, 40)} ${reference.labels[i]}: ${g} vs ${c.probs[i]}`);
+      assert.ok(Math.abs(g - c.probs[i]) <= 0.01, `${c.text.slice(0, 40)} ${reference.labels[i]}: ${g} vs ${c.probs[i]}`);
     });
   }
   console.log(`largest difference from the reference: ${worst.toFixed(5)}`);

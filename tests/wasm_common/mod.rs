@@ -41,7 +41,7 @@ pub fn matches_reference() {
         let got: Vec<f32> = std::iter::once(s.unsafe_prob).chain(s.categories).collect();
         for (g, w) in got.iter().zip(&want) {
             worst = worst.max((g - w).abs());
-            assert!((g - w).abs() <= 0.03, "{text:?}: {g} vs {w}");
+            assert!((g - w).abs() <= 0.01, "{text:?}: {g} vs {w}");
         }
     }
     assert!(worst.is_finite());

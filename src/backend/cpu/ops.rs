@@ -42,13 +42,19 @@ pub fn add_layer_norm(
         }
         let mean = sum(row) / h as f32;
         let mut var = [0f32; 8];
-        for c in row.chunks_exact(8) {
+        let chunks = row.chunks_exact(8);
+        let tail: f32 = chunks
+            .remainder()
+            .iter()
+            .map(|v| (v - mean) * (v - mean))
+            .sum();
+        for c in chunks {
             for j in 0..8 {
                 let d = c[j] - mean;
                 var[j] += d * d;
             }
         }
-        let var: f32 = var.iter().sum::<f32>() / h as f32;
+        let var: f32 = (var.iter().sum::<f32>() + tail) / h as f32;
         let inv = 1.0 / (var + eps).sqrt();
         for ((v, wi), bi) in row.iter_mut().zip(w).zip(b) {
             *v = (*v - mean) * inv * wi + bi;
@@ -145,6 +151,31 @@ mod tests {
             }
         }
         2.0 / std::f64::consts::PI.sqrt() * sum
+    }
+
+    #[test]
+    fn layer_norm_matches_f64_for_any_width() {
+        for h in [1usize, 7, 8, 13, 384, 1000] {
+            let x: Vec<f32> = (0..2 * h)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
+            let r: Vec<f32> = (0..2 * h).map(|i| ((i * 11 % 17) as f32) / 3.0).collect();
+            let w: Vec<f32> = (0..h).map(|i| 1.0 + i as f32 / h as f32).collect();
+            let b: Vec<f32> = (0..h).map(|i| i as f32 / 100.0).collect();
+            let mut y = x.clone();
+            add_layer_norm(&mut y, Some(&r), &w, &b, 1e-5, h);
+            for t in 0..2 {
+                let row: Vec<f64> = (0..h)
+                    .map(|i| (x[t * h + i] + r[t * h + i]) as f64)
+                    .collect();
+                let mean = row.iter().sum::<f64>() / h as f64;
+                let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / h as f64;
+                for i in 0..h {
+                    let want = (row[i] - mean) / (var + 1e-5).sqrt() * w[i] as f64 + b[i] as f64;
+                    assert!((y[t * h + i] as f64 - want).abs() < 1e-4, "h={h} i={i}");
+                }
+            }
+        }
     }
 
     #[test]
