@@ -89,8 +89,15 @@ export interface LoadOptions {
 export interface ModelInfo {
   model: string;
   version: string;
+  /** The backend that runs the next call ('cpu' after a lost GPU device). */
   backend: 'cpu' | 'webgpu';
   requestedBackend: 'auto' | 'cpu' | 'webgpu';
+  /** The GPU adapter considered at load (browsers may hide its name). */
+  adapter: string | null;
+  /** Why the CPU path runs although WebGPU was asked for or tried, or why the GPU was dropped. */
+  backend_note: string | null;
+  /** 'auto' on a GPU: median ms of one ~32-token window per backend, measured at load. */
+  calibration_ms: { cpu: number; webgpu: number } | null;
   labels: string[];
   categories: Category[];
   thresholds: Record<string, number>;

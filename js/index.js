@@ -176,13 +176,11 @@ function resolveBase(model) {
 
 export class Guard {
   #inner;
-  #info;
   #loadInfo;
 
   constructor(inner, loadInfo) {
     this.#inner = inner;
     this.#loadInfo = loadInfo;
-    this.#info = { ...inner.info(), ...loadInfo };
   }
 
   /**
@@ -192,9 +190,6 @@ export class Guard {
   static async load({ model, backend = 'auto', onProgress, cache = true, wasm } = {}) {
     if (!['auto', 'cpu', 'webgpu'].includes(backend)) {
       throw new GuardError('INVALID_INPUT', `backend must be 'auto', 'cpu' or 'webgpu', got ${backend}`);
-    }
-    if (backend === 'webgpu') {
-      throw new GuardError('BACKEND_UNAVAILABLE', 'the WebGPU backend is not part of this build; use cpu or auto');
     }
     if (model === undefined || model === null) throw new GuardError('INVALID_INPUT', 'model is required');
     await initWasm(wasm);
@@ -225,7 +220,11 @@ export class Guard {
     }
     let inner;
     try {
-      inner = new WasmGuard(files.manifest, files.weights, files.tokenizer);
+      // 'auto' tries WebGPU only where navigator.gpu exists (browsers; not Node, Deno's CPU or workerd)
+      const gpu = backend !== 'cpu' && typeof navigator !== 'undefined' && navigator.gpu;
+      inner = gpu || backend === 'webgpu'
+        ? await WasmGuard.create(files.manifest, files.weights, files.tokenizer, backend)
+        : new WasmGuard(files.manifest, files.weights, files.tokenizer);
     } catch (e) {
       rethrow(e);
     }
@@ -245,7 +244,7 @@ export class Guard {
   async classify(text, policy) {
     if (typeof text !== 'string') throw new GuardError('INVALID_INPUT', 'text must be a string');
     try {
-      return this.#live().classify(text, policy);
+      return await this.#live().classifyAsync(text, policy);
     } catch (e) {
       rethrow(e);
     }
@@ -257,7 +256,7 @@ export class Guard {
       throw new GuardError('INVALID_INPUT', 'texts must be an array of strings');
     }
     try {
-      return this.#live().classifyBatch(texts, policy);
+      return await this.#live().classifyBatchAsync(texts, policy);
     } catch (e) {
       rethrow(e);
     }
@@ -268,10 +267,10 @@ export class Guard {
     return this.#live().failVerdict(String(error?.code ?? 'INTERNAL'), String(error?.message ?? error), String(text), policy);
   }
 
-  /** Model name, version, backend, labels, default thresholds, sizes, load time and cache use. */
+  /** Model name, version, backend (the one that runs the next call: it turns to 'cpu' if the GPU was lost),
+   * adapter, calibration, labels, default thresholds, sizes, load time and cache use. */
   info() {
-    this.#live();
-    return this.#info;
+    return { ...this.#live().info(), ...this.#loadInfo };
   }
 
   dispose() {

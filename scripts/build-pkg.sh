@@ -4,7 +4,7 @@
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
-cargo build --release -j 2 --lib --target wasm32-unknown-unknown --no-default-features
+cargo build --release -j 2 --lib --target wasm32-unknown-unknown --no-default-features --features webgpu
 rm -rf pkg && mkdir -p pkg
 wasm-bindgen --target web --out-dir pkg --out-name slm_guard target/wasm32-unknown-unknown/release/slm_guard.wasm
 npx --no-install wasm-opt -O3 --enable-simd --enable-bulk-memory --enable-nontrapping-float-to-int \

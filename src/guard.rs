@@ -1,5 +1,7 @@
 //! `Guard`: a loaded model (manifest + tokenizer + backend) that turns messages into verdicts.
 
+#[cfg(feature = "webgpu")]
+use crate::backend::webgpu::WebGpuBackend;
 use crate::backend::{cpu::CpuBackend, Backend};
 use crate::clock::now_ms;
 use crate::error::{GuardError, Result};
@@ -52,13 +54,52 @@ pub struct ModelInfo {
     pub max_tokens: usize,
     pub quantization: std::collections::BTreeMap<String, String>,
     pub load_ms: f64,
+    /// The GPU adapter considered at load, if any.
+    pub adapter: Option<String>,
+    /// Why the CPU path runs although WebGPU was asked for or tried (`auto`), or why the GPU was dropped later.
+    pub backend_note: Option<String>,
+    /// Load-time calibration (`auto`): median ms of one ~32-token window per backend.
+    pub calibration_ms: Option<std::collections::BTreeMap<String, f64>>,
+}
+
+/// Which backend runs the model: `Auto` takes WebGPU only where a hardware adapter exists and a short
+/// calibration at load measured it faster than the CPU path; `WebGpu` insists (an error if there is no adapter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    #[default]
+    Auto,
+    Cpu,
+    WebGpu,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = GuardError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "webgpu" => Ok(Self::WebGpu),
+            other => Err(GuardError::Input(format!(
+                "backend must be 'auto', 'cpu' or 'webgpu', got '{other}'"
+            ))),
+        }
+    }
 }
 
 pub struct Guard {
     manifest: Manifest,
     tokenizer: TextTokenizer,
-    backend: Box<dyn Backend>,
+    cpu: CpuBackend,
+    #[cfg(feature = "webgpu")]
+    gpu: Option<GpuPath>,
     info: ModelInfo,
+}
+
+/// The WebGPU backend in use, until its first failure: then every later call runs on the CPU and says so.
+#[cfg(feature = "webgpu")]
+struct GpuPath {
+    backend: WebGpuBackend,
+    failed: std::sync::Mutex<Option<String>>,
 }
 
 impl Guard {
@@ -83,11 +124,11 @@ impl Guard {
                 cfg.vocab
             )));
         }
-        let backend: Box<dyn Backend> = Box::new(CpuBackend::new(model));
+        let cpu = CpuBackend::new(model);
         let info = ModelInfo {
             model: manifest.name.clone(),
             version: manifest.version.clone(),
-            backend: backend.name().to_string(),
+            backend: cpu.name().to_string(),
             labels: manifest.labels.clone(),
             categories: manifest.categories.clone(),
             thresholds: manifest.thresholds.clone(),
@@ -97,21 +138,214 @@ impl Guard {
             max_tokens: manifest.text.max_tokens,
             quantization: manifest.quantization.clone(),
             load_ms: now_ms() - t0,
+            adapter: None,
+            backend_note: None,
+            calibration_ms: None,
         };
         Ok(Self {
             manifest,
             tokenizer,
-            backend,
+            cpu,
+            #[cfg(feature = "webgpu")]
+            gpu: None,
             info,
         })
+    }
+
+    /// `load`, then bring up the chosen backend. `Auto` never fails for want of a GPU: it notes why in
+    /// `info().backend_note` and runs on the CPU.
+    pub async fn load_with_backend(files: &ModelFiles, choice: BackendChoice) -> Result<Self> {
+        let t0 = now_ms();
+        #[allow(unused_mut)]
+        let mut guard = Self::load(files)?;
+        match choice {
+            BackendChoice::Cpu => {}
+            #[cfg(not(feature = "webgpu"))]
+            BackendChoice::WebGpu => {
+                return Err(GuardError::BackendUnavailable(
+                    "webgpu".into(),
+                    "this build has no WebGPU backend (cargo feature `webgpu`)".into(),
+                ))
+            }
+            #[cfg(not(feature = "webgpu"))]
+            BackendChoice::Auto => {
+                guard.info.backend_note = Some("this build has no WebGPU backend".into())
+            }
+            #[cfg(feature = "webgpu")]
+            BackendChoice::WebGpu => {
+                let gpu = WebGpuBackend::new(&files.weights).await?;
+                guard.info.adapter = Some(gpu.adapter_name());
+                guard.use_gpu(gpu);
+            }
+            #[cfg(feature = "webgpu")]
+            BackendChoice::Auto => match WebGpuBackend::new_with(&files.weights, false).await {
+                Err(e) => guard.info.backend_note = Some(format!("webgpu not used: {e}")),
+                Ok(gpu) => {
+                    guard.info.adapter = Some(gpu.adapter_name());
+                    let (cpu_ms, gpu_ms) = guard.calibrate(&gpu).await;
+                    guard.info.calibration_ms =
+                        Some([("cpu".to_string(), cpu_ms), ("webgpu".to_string(), gpu_ms)].into());
+                    if gpu_ms < cpu_ms {
+                        guard.use_gpu(gpu);
+                    } else {
+                        guard.info.backend_note = Some(format!(
+                            "webgpu not used: slower than the CPU path here ({gpu_ms:.1} ms vs {cpu_ms:.1} ms)"
+                        ));
+                    }
+                }
+            },
+        }
+        guard.info.load_ms = now_ms() - t0;
+        Ok(guard)
+    }
+
+    /// Lose the GPU device on purpose (fault drills, tests): the next call falls back to the CPU path.
+    #[cfg(feature = "webgpu")]
+    #[doc(hidden)]
+    pub fn lose_gpu_device(&self) {
+        if let Some(g) = &self.gpu {
+            g.backend.destroy_device();
+        }
+    }
+
+    #[cfg(feature = "webgpu")]
+    fn use_gpu(&mut self, backend: WebGpuBackend) {
+        self.info.backend = "webgpu".into();
+        self.gpu = Some(GpuPath {
+            backend,
+            failed: std::sync::Mutex::new(None),
+        });
+    }
+
+    /// Median of 3 timed runs per backend on one 32-token window (after a first untimed run each); a GPU that
+    /// fails here counts as infinitely slow.
+    #[cfg(feature = "webgpu")]
+    async fn calibrate(&self, gpu: &WebGpuBackend) -> (f64, f64) {
+        let vocab = self.manifest.architecture.vocab as u32;
+        let batch = vec![(0..32u32)
+            .map(|i| (i * 7919 + 5) % vocab)
+            .collect::<Vec<u32>>()];
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let mut cpu = Vec::new();
+        let mut gpu_t = Vec::new();
+        for i in 0..4 {
+            let t = now_ms();
+            let _ = self.cpu.forward(&batch);
+            if i > 0 {
+                cpu.push(now_ms() - t);
+            }
+            let t = now_ms();
+            if gpu.forward(&batch).await.is_err() {
+                return (median(cpu.clone()).max(0.0), f64::INFINITY);
+            }
+            if i > 0 {
+                gpu_t.push(now_ms() - t);
+            }
+        }
+        (median(cpu), median(gpu_t))
     }
 
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
 
-    pub fn info(&self) -> &ModelInfo {
-        &self.info
+    /// Model facts and the backend that runs the next call (with the reason if a GPU was dropped).
+    pub fn info(&self) -> ModelInfo {
+        let mut info = self.info.clone();
+        info.backend = self.backend_name().to_string();
+        #[cfg(feature = "webgpu")]
+        if let Some(why) = self
+            .gpu
+            .as_ref()
+            .and_then(|g| g.failed.lock().ok().and_then(|f| f.clone()))
+        {
+            info.backend_note = Some(why);
+        }
+        info
+    }
+
+    /// The backend that runs the next call.
+    fn backend_name(&self) -> &'static str {
+        #[cfg(feature = "webgpu")]
+        if self.gpu_active() {
+            return "webgpu";
+        }
+        self.cpu.name()
+    }
+
+    #[cfg(feature = "webgpu")]
+    fn gpu_active(&self) -> bool {
+        self.gpu
+            .as_ref()
+            .is_some_and(|g| g.failed.lock().map(|f| f.is_none()).unwrap_or(false))
+    }
+
+    /// Logits of one forward pass on the active backend; a GPU failure (lost device, failed dispatch) moves this
+    /// and every later call to the CPU path. Returns the backend that produced them.
+    async fn forward_any(&self, batch: &[Vec<u32>]) -> Result<(Vec<Vec<f32>>, &'static str)> {
+        #[cfg(feature = "webgpu")]
+        if let (true, Some(g)) = (self.gpu_active(), &self.gpu) {
+            match g.backend.forward(batch).await {
+                Ok(out) => return Ok((out, "webgpu")),
+                Err(e) => {
+                    if let Ok(mut f) = g.failed.lock() {
+                        *f = Some(format!(
+                            "webgpu failed, using the CPU path from now on: {e}"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok((self.cpu.forward(batch)?, self.cpu.name()))
+    }
+
+    /// `scores` on the active backend (WebGPU where chosen at load); also returns the backend that ran.
+    pub async fn scores_async(
+        &self,
+        texts: &[&str],
+        max_input_bytes: usize,
+    ) -> Result<(Vec<Result<Scores>>, &'static str)> {
+        let mut plan = self.plan(texts, max_input_bytes);
+        let mut used = self.backend_name();
+        for b in 0..plan.batches() {
+            let (out, by) = self.forward_any(&plan.batch(b)).await?;
+            if by != "webgpu" {
+                used = by;
+            }
+            plan.absorb(b, out);
+        }
+        Ok((plan.finish(), used))
+    }
+
+    /// `classify` on the active backend: the API for browsers and edge workers (a GPU readback is asynchronous).
+    pub async fn classify_async(&self, text: &str, policy: &Policy) -> Result<Verdict> {
+        let t0 = now_ms();
+        let p = self.resolve(policy)?;
+        let (mut s, backend) = self.scores_async(&[text], p.max_input_bytes).await?;
+        let s = s.pop().expect("one result per text")?;
+        Ok(Verdict::decide(
+            &s,
+            &p,
+            language(text),
+            &self.model_id(),
+            backend,
+            now_ms() - t0,
+        ))
+    }
+
+    /// `classify_batch` on the active backend.
+    pub async fn classify_batch_async(
+        &self,
+        texts: &[&str],
+        policy: &Policy,
+    ) -> Result<Vec<Verdict>> {
+        let t0 = now_ms();
+        let p = self.resolve(policy)?;
+        let (scores, backend) = self.scores_async(texts, p.max_input_bytes).await?;
+        Ok(self.verdicts(scores, texts, &p, backend, t0))
     }
 
     fn model_id(&self) -> String {
@@ -144,46 +378,156 @@ impl Guard {
     /// Probabilities for each message; the worst window decides each label. An entry is an error when that
     /// message alone could not be scored (too long); a backend failure fails the whole call.
     pub fn scores(&self, texts: &[&str], max_input_bytes: usize) -> Result<Vec<Result<Scores>>> {
-        let labels = self.manifest.labels.len();
-        let mut per_text: Vec<Result<Vec<Window>>> = texts
-            .iter()
-            .map(|t| self.windows(t, max_input_bytes))
-            .collect();
-        let mut jobs: Vec<(usize, usize)> = Vec::new(); // (text index, window index)
+        let mut plan = self.plan(texts, max_input_bytes);
+        for b in 0..plan.batches() {
+            let out = self.cpu.forward(&plan.batch(b))?;
+            plan.absorb(b, out);
+        }
+        Ok(plan.finish())
+    }
+
+    fn plan(&self, texts: &[&str], max_input_bytes: usize) -> ScorePlan {
+        ScorePlan::new(
+            texts
+                .iter()
+                .map(|t| self.windows(t, max_input_bytes))
+                .collect(),
+            self.manifest.labels.len(),
+        )
+    }
+
+    /// One message on the CPU path (synchronous; `classify_async` uses the backend chosen at load).
+    pub fn classify(&self, text: &str, policy: &Policy) -> Result<Verdict> {
+        let t0 = now_ms();
+        let p = self.resolve(policy)?;
+        let s = self
+            .scores(&[text], p.max_input_bytes)?
+            .pop()
+            .expect("one result per text")?;
+        Ok(Verdict::decide(
+            &s,
+            &p,
+            language(text),
+            &self.model_id(),
+            self.cpu.name(),
+            now_ms() - t0,
+        ))
+    }
+
+    /// One verdict per message. A message that cannot be scored (too long) gets the fail-mode verdict with its
+    /// `error` set; an invalid policy or a failing backend is an error for the whole call.
+    pub fn classify_batch(&self, texts: &[&str], policy: &Policy) -> Result<Vec<Verdict>> {
+        let t0 = now_ms();
+        let p = self.resolve(policy)?;
+        let scores = self.scores(texts, p.max_input_bytes)?;
+        Ok(self.verdicts(scores, texts, &p, self.cpu.name(), t0))
+    }
+
+    fn verdicts(
+        &self,
+        scores: Vec<Result<Scores>>,
+        texts: &[&str],
+        p: &ResolvedPolicy,
+        backend: &str,
+        t0: f64,
+    ) -> Vec<Verdict> {
+        let each = (now_ms() - t0) / texts.len().max(1) as f64;
+        let model = self.model_id();
+        scores
+            .into_iter()
+            .zip(texts)
+            .map(|(s, text)| match s {
+                Ok(s) => Verdict::decide(&s, p, language(text), &model, backend, each),
+                Err(e) => Verdict::failed(&e, p, language(text), &model, backend),
+            })
+            .collect()
+    }
+
+    /// The verdict the policy's fail mode gives for an error (for callers that must answer anyway).
+    pub fn fail_verdict(&self, err: &GuardError, text: &str, policy: &Policy) -> Verdict {
+        let p = self
+            .resolve(policy)
+            .unwrap_or_else(|_| Policy::default().resolve(&[], &Default::default()).unwrap());
+        Verdict::failed(
+            err,
+            &p,
+            language(text),
+            &self.model_id(),
+            self.backend_name(),
+        )
+    }
+}
+
+/// The windows of a call's messages, grouped into forward passes, and the running worst logit per label.
+/// Kept apart from the forward call so the CPU (sync) and WebGPU (async) paths share every other step.
+struct ScorePlan {
+    per_text: Vec<Result<Vec<Window>>>,
+    /// (text index, window index), similar lengths together
+    jobs: Vec<(usize, usize)>,
+    logits: Vec<Vec<f32>>,
+    labels: usize,
+}
+
+impl ScorePlan {
+    fn new(per_text: Vec<Result<Vec<Window>>>, labels: usize) -> Self {
+        let mut jobs: Vec<(usize, usize)> = Vec::new();
         for (i, w) in per_text.iter().enumerate() {
             if let Ok(ws) = w {
                 jobs.extend((0..ws.len()).map(|j| (i, j)));
             }
         }
-        // similar lengths together keeps padding small
         jobs.sort_by_key(|&(i, j)| per_text[i].as_ref().map(|w| w[j].ids.len()).unwrap_or(0));
-        let mut logits: Vec<Vec<f32>> = texts
+        let logits = per_text
             .iter()
             .map(|_| vec![f32::NEG_INFINITY; labels])
             .collect();
-        for chunk in jobs.chunks(MAX_BATCH_WINDOWS) {
-            let batch: Vec<Vec<u32>> = chunk
-                .iter()
-                .map(|&(i, j)| {
-                    per_text[i]
-                        .as_ref()
-                        .map(|w| w[j].ids.clone())
-                        .unwrap_or_default()
-                })
-                .collect();
-            let out = self.backend.forward(&batch)?;
-            for (&(i, _), row) in chunk.iter().zip(out) {
-                for (acc, v) in logits[i].iter_mut().zip(row) {
-                    *acc = acc.max(v);
-                }
+        Self {
+            per_text,
+            jobs,
+            logits,
+            labels,
+        }
+    }
+
+    fn batches(&self) -> usize {
+        self.jobs.len().div_ceil(MAX_BATCH_WINDOWS)
+    }
+
+    fn range(&self, b: usize) -> std::ops::Range<usize> {
+        let start = b * MAX_BATCH_WINDOWS;
+        start..(start + MAX_BATCH_WINDOWS).min(self.jobs.len())
+    }
+
+    /// Token ids of forward pass `b`.
+    fn batch(&self, b: usize) -> Vec<Vec<u32>> {
+        self.jobs[self.range(b)]
+            .iter()
+            .map(|&(i, j)| {
+                self.per_text[i]
+                    .as_ref()
+                    .map(|w| w[j].ids.clone())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// Fold the logits of forward pass `b` into each message's worst window.
+    fn absorb(&mut self, b: usize, out: Vec<Vec<f32>>) {
+        for (&(i, _), row) in self.jobs[self.range(b)].iter().zip(out) {
+            for (acc, v) in self.logits[i].iter_mut().zip(row) {
+                *acc = acc.max(v);
             }
         }
+    }
+
+    fn finish(self) -> Vec<Result<Scores>> {
+        let labels = self.labels;
         let sigmoid = |x: f32| 1.0 / (1.0 + (-x).exp());
-        Ok(per_text
-            .iter_mut()
-            .zip(logits)
+        self.per_text
+            .into_iter()
+            .zip(self.logits)
             .map(|(w, l)| {
-                let ws = std::mem::replace(w, Ok(Vec::new()))?;
+                let ws = w?;
                 if ws.is_empty() {
                     // nothing left after normalisation: nothing to flag
                     return Ok(Scores {
@@ -202,55 +546,6 @@ impl Guard {
                     windows: ws.len(),
                 })
             })
-            .collect())
-    }
-
-    pub fn classify(&self, text: &str, policy: &Policy) -> Result<Verdict> {
-        let t0 = now_ms();
-        let p = self.resolve(policy)?;
-        let s = self
-            .scores(&[text], p.max_input_bytes)?
-            .pop()
-            .expect("one result per text")?;
-        Ok(Verdict::decide(
-            &s,
-            &p,
-            language(text),
-            &self.model_id(),
-            self.backend.name(),
-            now_ms() - t0,
-        ))
-    }
-
-    /// One verdict per message. A message that cannot be scored (too long) gets the fail-mode verdict with its
-    /// `error` set; an invalid policy or a failing backend is an error for the whole call.
-    pub fn classify_batch(&self, texts: &[&str], policy: &Policy) -> Result<Vec<Verdict>> {
-        let t0 = now_ms();
-        let p = self.resolve(policy)?;
-        let scores = self.scores(texts, p.max_input_bytes)?;
-        let each = (now_ms() - t0) / texts.len().max(1) as f64;
-        let (model, backend) = (self.model_id(), self.backend.name());
-        Ok(scores
-            .into_iter()
-            .zip(texts)
-            .map(|(s, text)| match s {
-                Ok(s) => Verdict::decide(&s, &p, language(text), &model, backend, each),
-                Err(e) => Verdict::failed(&e, &p, language(text), &model, backend),
-            })
-            .collect())
-    }
-
-    /// The verdict the policy's fail mode gives for an error (for callers that must answer anyway).
-    pub fn fail_verdict(&self, err: &GuardError, text: &str, policy: &Policy) -> Verdict {
-        let p = self
-            .resolve(policy)
-            .unwrap_or_else(|_| Policy::default().resolve(&[], &Default::default()).unwrap());
-        Verdict::failed(
-            err,
-            &p,
-            language(text),
-            &self.model_id(),
-            self.backend.name(),
-        )
+            .collect()
     }
 }

@@ -14,7 +14,7 @@ pub mod tokenizer;
 pub mod verdict;
 
 pub use error::{GuardError, Result};
-pub use guard::{Guard, ModelFiles, ModelInfo};
+pub use guard::{BackendChoice, Guard, ModelFiles, ModelInfo};
 pub use policy::{Action, FailMode, Policy};
 pub use verdict::{Scores, Verdict};
 

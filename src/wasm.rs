@@ -5,7 +5,11 @@ use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
 use crate::error::GuardError;
-use crate::guard::{Guard, ModelFiles};
+use std::rc::Rc;
+
+use wasm_bindgen_futures::future_to_promise;
+
+use crate::guard::{BackendChoice, Guard, ModelFiles};
 use crate::policy::Policy;
 
 fn js_error(e: &GuardError) -> JsValue {
@@ -30,10 +34,11 @@ fn policy_from(v: JsValue) -> Result<Policy, JsValue> {
     Policy::from_json(&String::from(json)).map_err(|e| js_error(&e))
 }
 
-/// Low-level handle; use `Guard` from the package instead.
+/// Low-level handle; use `Guard` from the package instead. Shared (`Rc`) so an in-flight async call keeps the
+/// model alive even if the page disposes the handle meanwhile.
 #[wasm_bindgen]
 pub struct WasmGuard {
-    inner: Option<Guard>,
+    inner: Option<Rc<Guard>>,
 }
 
 #[wasm_bindgen]
@@ -51,13 +56,79 @@ impl WasmGuard {
             tokenizer,
         };
         let guard = Guard::load(&files).map_err(|e| js_error(&e))?;
-        Ok(WasmGuard { inner: Some(guard) })
+        Ok(WasmGuard {
+            inner: Some(Rc::new(guard)),
+        })
+    }
+
+    /// As the constructor, then bring up `backend` (`'auto' | 'cpu' | 'webgpu'`); resolves to the handle.
+    pub async fn create(
+        manifest: Vec<u8>,
+        weights: Vec<u8>,
+        tokenizer: Vec<u8>,
+        backend: String,
+    ) -> Result<WasmGuard, JsValue> {
+        let choice: BackendChoice = backend.parse().map_err(|e| js_error(&e))?;
+        let files = ModelFiles {
+            manifest,
+            weights,
+            tokenizer,
+        };
+        let guard = Guard::load_with_backend(&files, choice)
+            .await
+            .map_err(|e| js_error(&e))?;
+        Ok(WasmGuard {
+            inner: Some(Rc::new(guard)),
+        })
     }
 
     fn guard(&self) -> Result<&Guard, JsValue> {
         self.inner
-            .as_ref()
+            .as_deref()
             .ok_or_else(|| js_error(&GuardError::Disposed))
+    }
+
+    fn shared(&self) -> Result<Rc<Guard>, JsValue> {
+        self.inner
+            .clone()
+            .ok_or_else(|| js_error(&GuardError::Disposed))
+    }
+
+    /// `classify` on the backend chosen at load (WebGPU where chosen): a Promise of the verdict.
+    #[wasm_bindgen(js_name = classifyAsync)]
+    pub fn classify_async(
+        &self,
+        text: String,
+        policy: JsValue,
+    ) -> Result<js_sys::Promise, JsValue> {
+        let policy = policy_from(policy)?;
+        let guard = self.shared()?;
+        Ok(future_to_promise(async move {
+            let v = guard
+                .classify_async(&text, &policy)
+                .await
+                .map_err(|e| js_error(&e))?;
+            to_js(&v)
+        }))
+    }
+
+    /// `classifyBatch` on the backend chosen at load: a Promise of the verdicts.
+    #[wasm_bindgen(js_name = classifyBatchAsync)]
+    pub fn classify_batch_async(
+        &self,
+        texts: Vec<String>,
+        policy: JsValue,
+    ) -> Result<js_sys::Promise, JsValue> {
+        let policy = policy_from(policy)?;
+        let guard = self.shared()?;
+        Ok(future_to_promise(async move {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let v = guard
+                .classify_batch_async(&refs, &policy)
+                .await
+                .map_err(|e| js_error(&e))?;
+            to_js(&v)
+        }))
     }
 
     pub fn classify(&self, text: &str, policy: JsValue) -> Result<JsValue, JsValue> {
@@ -95,7 +166,7 @@ impl WasmGuard {
     }
 
     pub fn info(&self) -> Result<JsValue, JsValue> {
-        to_js(self.guard()?.info())
+        to_js(&self.guard()?.info())
     }
 
     pub fn dispose(&mut self) {

@@ -2,6 +2,8 @@
 //! `cpu` uses candle's quantized kernels; a `webgpu` backend (our own WGSL kernels) computes the same function.
 
 pub mod cpu;
+#[cfg(feature = "webgpu")]
+pub mod webgpu;
 
 use crate::error::Result;
 

@@ -29,7 +29,7 @@ pub struct Config {
 }
 
 impl Config {
-    fn from_gguf(w: &GgufWeights) -> Result<Self> {
+    pub(crate) fn from_gguf(w: &GgufWeights) -> Result<Self> {
         let version = w.u32("slm_guard.format_version")?;
         if version != WEIGHTS_VERSION {
             return Err(GuardError::Version {
