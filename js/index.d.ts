@@ -82,6 +82,8 @@ export interface LoadOptions {
   onProgress?: (e: ProgressEvent) => void;
   /** Cache model files in the Cache API (memory when unavailable). Default true. */
   cache?: boolean;
+  /** Ask the server whether the manifest changed (default true). `false`: a cached model loads with no request. */
+  revalidate?: boolean;
   /** The wasm module (edge workers import it as a module), its bytes or URL. Default: next to this file. */
   wasm?: WebAssembly.Module | BufferSource | string | URL;
 }

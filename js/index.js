@@ -140,8 +140,13 @@ async function loadFile(base, name, entry, cache, onProgress) {
   return { bytes, fromCache: false, key };
 }
 
-async function loadManifest(base, cache) {
+async function loadManifest(base, cache, revalidate = true) {
   const url = new URL('manifest.json', base).href;
+  if (!revalidate && cache) {
+    // offline-first: a cached manifest (and, by its sha256 keys, cached files) means no request at all
+    const hit = await cache.match(url).catch(() => undefined);
+    if (hit) return new Uint8Array(await hit.arrayBuffer());
+  }
   try {
     const res = await fetch(url, { cache: 'no-cache' });
     if (!res.ok) throw new GuardError('NETWORK', `cannot fetch ${url}: HTTP ${res.status}`);
@@ -187,7 +192,7 @@ export class Guard {
    * Load a model. `model`: base URL of a model directory (manifest.json, model.gguf, tokenizer.json), a local path
    * (Node, Deno), or `{ manifest, weights, tokenizer }` bytes.
    */
-  static async load({ model, backend = 'auto', onProgress, cache = true, wasm } = {}) {
+  static async load({ model, backend = 'auto', onProgress, cache = true, revalidate = true, wasm } = {}) {
     if (!['auto', 'cpu', 'webgpu'].includes(backend)) {
       throw new GuardError('INVALID_INPUT', `backend must be 'auto', 'cpu' or 'webgpu', got ${backend}`);
     }
@@ -206,7 +211,7 @@ export class Guard {
     } else {
       const base = resolveBase(model);
       cacheHandle = await openCache(cache);
-      const manifestBytes = await loadManifest(base, cacheHandle);
+      const manifestBytes = await loadManifest(base, cacheHandle, revalidate);
       const manifest = parseManifest(manifestBytes);
       const got = {};
       for (const name of FILES) {

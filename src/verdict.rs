@@ -123,6 +123,19 @@ impl Verdict {
         model: &str,
         backend: &str,
     ) -> Self {
+        Self::failed_with_code(err.code(), &err.to_string(), p, lang, model, backend)
+    }
+
+    /// As `failed`, for an error that arrived as a code and a message (from JS: a fetch or load failure keeps its
+    /// own code, e.g. `MODEL_INTEGRITY`, in the verdict).
+    pub fn failed_with_code(
+        code: &str,
+        message: &str,
+        p: &ResolvedPolicy,
+        lang: &str,
+        model: &str,
+        backend: &str,
+    ) -> Self {
         let blocked = p.fail_mode == FailMode::Closed;
         Verdict {
             flagged: blocked,
@@ -143,8 +156,8 @@ impl Verdict {
             lang: lang.to_string(),
             reply: blocked.then(|| safe_reply(None, lang).to_string()),
             error: Some(VerdictError {
-                code: err.code().to_string(),
-                message: err.to_string(),
+                code: code.to_string(),
+                message: message.to_string(),
             }),
         }
     }

@@ -161,8 +161,11 @@ impl WasmGuard {
         policy: JsValue,
     ) -> Result<JsValue, JsValue> {
         let policy = policy_from(policy)?;
-        let err = GuardError::Inference(format!("{code}: {message}"));
-        to_js(&self.guard()?.fail_verdict(&err, text, &policy))
+        let err = GuardError::Inference(message.clone());
+        let mut v = self.guard()?.fail_verdict(&err, text, &policy);
+        // keep the caller's own error code (e.g. NETWORK, MODEL_INTEGRITY) rather than a generic one
+        v.error = Some(crate::verdict::VerdictError { code, message });
+        to_js(&v)
     }
 
     pub fn info(&self) -> Result<JsValue, JsValue> {
@@ -202,9 +205,9 @@ pub fn unavailable_verdict(
             .collect(),
         ..p
     };
-    let err = GuardError::Inference(format!("{code}: {message}"));
-    to_js(&crate::verdict::Verdict::failed(
-        &err,
+    to_js(&crate::verdict::Verdict::failed_with_code(
+        &code,
+        &message,
         &p,
         crate::reply::language(text),
         "unavailable",

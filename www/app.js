@@ -1163,7 +1163,8 @@ async function runBench() {
   // webgpu: only when this build has the backend and the browser an adapter (forced, so even a slow one is measured)
   if (state.webgpu.build === 'supported' && state.webgpu.browser === 'adapter') {
     try {
-      const g = await Guard.load({ model: MODEL_URL, backend: 'webgpu' });
+      // revalidate: false: the model the page's worker just loaded is in the cache, so this makes no request
+      const g = await Guard.load({ model: MODEL_URL, backend: 'webgpu', revalidate: false });
       done = 0;
       state.bench.webgpu = { stats: await benchBackend('webgpu', (m) => g.classify(m), rounds, tick) };
       g.dispose();

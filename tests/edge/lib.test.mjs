@@ -42,11 +42,12 @@ test('the core answers when no model could load (unavailableVerdict) and moderat
   assert.equal(closed.flagged, true);
   assert.equal(closed.lang, 'ko');
   assert.match(closed.reply, /[가-힣]/);
-  assert.match(closed.error.message, /MODEL_INTEGRITY/);
+  assert.deepEqual(closed.error, { code: 'MODEL_INTEGRITY', message: 'bad' }, 'the load error keeps its own code');
   assert.deepEqual(Object.keys(closed.categories).sort(), [...CATEGORIES].sort());
   const open = unavailableVerdict(new Error('x'), 'hi', { fail_mode: 'open' }, CATEGORIES);
   assert.equal(open.action, 'allow');
   assert.equal(open.reply, undefined);
+  assert.equal(open.error.code, 'INTERNAL');
   const r = moderationResult(hit({ crime: true, self_harm: true }, { crime: 0.8, self_harm: 0.7 }, 'block'));
   assert.equal(r.categories.illicit, true);
   assert.equal(r.categories['self-harm'], true);
