@@ -142,7 +142,7 @@ try {
     `| workerd RSS after load / after warm-up | ${mib(loaded.rss)} / ${mib(warm.rss)} |`,
     `| workerd RSS during the run: first tenth / last tenth (median) / peak | ${mib(early)} / ${mib(late)} / ${mib(peakRun)} |`,
     `| workerd RSS after the run / process peak (VmHWM) | ${mib(after.rss)} / ${mib(after.hwm)} |`,
-    `| memory growth during the run | ${growth >= 0 ? '+' : ''}${mib(growth)} RSS, ${mib(wasm1 - wasm0)} wasm: ${grew ? '**GROWTH**' : 'none'} |`,
+    `| memory growth during the run | ${growth >= 0 ? '+' : ''}${mib(growth)} RSS, ${mib(wasm1 - wasm0)} wasm: ${grew ? '**GROWTH**' : `within bounds (limit +${GROWTH_LIMIT_MIB} MiB RSS allocator noise, no wasm or isolate growth)`} |`,
     '',
     "Isolate memory (V8 inspector's Runtime.getHeapUsage + the worker's wasm memory) is what Cloudflare's 128 MB limit",
     'counts. RSS is the whole workerd process (runtime binary, V8, allocator caches: about 75 MiB before the worker',
