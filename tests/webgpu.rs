@@ -420,36 +420,3 @@ fn not_a_gguf_is_a_weights_error() {
         .unwrap();
     assert_eq!(e.code(), "MODEL_WEIGHTS", "{e}");
 }
-
-/// Rough timings at ~64 tokens: `cargo test --release --test webgpu -- --ignored --nocapture timing`.
-#[test]
-#[ignore]
-fn timing() {
-    let Some(gpu) = backend() else { return };
-    let cpu =
-        Classifier::from_gguf(&std::fs::read(common::model_dir().join("model.gguf")).unwrap())
-            .unwrap();
-    let seq: Vec<u32> = (0..64u32).map(|i| 5 + i * 37 % 20000).collect();
-    for batch in [1usize, 8, 64] {
-        let b = vec![seq.clone(); batch];
-        let runs = if batch == 64 { 2 } else { 5 };
-        let time = |f: &dyn Fn()| {
-            f();
-            let t = std::time::Instant::now();
-            for _ in 0..runs {
-                f();
-            }
-            t.elapsed().as_secs_f64() * 1000.0 / runs as f64
-        };
-        let c = time(&|| {
-            cpu.forward(&b).unwrap();
-        });
-        let g = time(&|| {
-            pollster::block_on(gpu.forward(&b)).unwrap();
-        });
-        println!(
-            "batch {batch:>2} x 64 tokens: cpu {c:8.1} ms, webgpu ({}) {g:8.1} ms",
-            gpu.adapter_name()
-        );
-    }
-}
