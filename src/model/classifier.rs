@@ -52,6 +52,26 @@ impl Config {
         }
         Ok(cfg)
     }
+
+    /// Every backend's input check: each sequence 1..=max_position tokens, every id inside the vocabulary.
+    pub(crate) fn check_batch(&self, batch: &[Vec<u32>]) -> Result<()> {
+        let max = self.max_position;
+        if let Some(bad) = batch.iter().map(Vec::len).find(|&l| l == 0 || l > max) {
+            return Err(GuardError::Input(format!(
+                "sequence length {bad} outside 1..={max}"
+            )));
+        }
+        if let Some(&bad) = batch
+            .iter()
+            .flatten()
+            .find(|&&id| id as usize >= self.vocab)
+        {
+            return Err(GuardError::Input(format!(
+                "token id {bad} outside the vocabulary"
+            )));
+        }
+        Ok(())
+    }
 }
 
 fn dense(t: QTensor) -> Result<Vec<f32>> {
@@ -323,25 +343,8 @@ impl Classifier {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
+        self.config.check_batch(batch)?;
         let lens: Vec<usize> = batch.iter().map(Vec::len).collect();
-        if let Some(&bad) = lens
-            .iter()
-            .find(|&&l| l == 0 || l > self.config.max_position)
-        {
-            return Err(GuardError::Input(format!(
-                "sequence length {bad} outside 1..={}",
-                self.config.max_position
-            )));
-        }
-        if let Some(&bad) = batch
-            .iter()
-            .flatten()
-            .find(|&&id| id as usize >= self.config.vocab)
-        {
-            return Err(GuardError::Input(format!(
-                "token id {bad} outside the vocabulary"
-            )));
-        }
         let h = self.config.hidden;
         let mut x = self.embeddings.forward(batch, h)?;
         for layer in &self.layers {

@@ -166,7 +166,7 @@ impl WebGpuBackend {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        self.validate(batch)?;
+        self.config.check_batch(batch)?;
         self.gpu.check_alive()?;
         let tokens: usize = batch.iter().map(Vec::len).sum();
         let labels = self.config.labels.len();
@@ -209,26 +209,6 @@ impl WebGpuBackend {
         };
         check.await?;
         Ok(read?.chunks_exact(labels).map(<[f32]>::to_vec).collect())
-    }
-
-    /// The same checks as `Classifier::forward`.
-    fn validate(&self, batch: &[Vec<u32>]) -> Result<()> {
-        let max = self.config.max_position;
-        if let Some(bad) = batch.iter().map(Vec::len).find(|&l| l == 0 || l > max) {
-            return Err(GuardError::Input(format!(
-                "sequence length {bad} outside 1..={max}"
-            )));
-        }
-        if let Some(&bad) = batch
-            .iter()
-            .flatten()
-            .find(|&&id| id as usize >= self.config.vocab)
-        {
-            return Err(GuardError::Input(format!(
-                "token id {bad} outside the vocabulary"
-            )));
-        }
-        Ok(())
     }
 
     /// Linear layers in `Buf::Wq`/`Buf::Aux` numbering: 4 per layer (qkv, attention output, intermediate, output),
