@@ -1,0 +1,253 @@
+"""Fine-tune Gemma 3 270M into the guardian (classify / respond / force formats of `spec.py`), resumable.
+
+CPU recipe (the default; it is also what a GPU runs, only faster): the embedding and the lower layers stay frozen
+and run without gradients; the top `--train-layers` blocks, the final norm and the output rows of our 14 special
+tokens are trained. The loss only looks at the tokens that matter: a classify example is scored over
+{<|safe|>, <|unsafe|>, categories, <eos>}, a response over the pruned Korean + English vocabulary (`vocab.py`),
+so no 262k-way softmax is ever computed. bf16 autocast (AVX-512 BF16 here) halves the matmul time.
+Each task's loss is a mean over its own target tokens, so the few classify tokens are not drowned by responses.
+
+Batches are drawn from a seeded generator per step, so a resumed run sees exactly the batches a straight run would.
+Checkpoints (trainable tensors + optimizer) every `--save-every` steps to training/runs/guardian/last.pt; the best
+dev checkpoint to best.pt.
+
+    python training/guardian/train.py [--steps 2400] [--train-layers 8]
+"""
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from training.guardian import spec  # noqa: E402
+from training.guardian.gemma3 import encode, load_gguf, load_tokenizer  # noqa: E402
+
+BASE_GGUF = ROOT / "training/.cache/assets/gemma-3-270m-q4_k_m.gguf"
+BASE_TOKENIZER = ROOT / "training/.cache/assets/gemma3-tokenizer.json"
+DATA = ROOT / "training/data/build/guardian"
+RUN = ROOT / "training/runs/guardian"
+CLS_IDS = [spec.SAFE, spec.UNSAFE, *spec.CAT_IDS, spec.EOS]
+MAX_QUERY, MAX_RESPONSE = 128, 128
+
+
+def load_rows(path, tok):
+    rows = []
+    for line in open(path, encoding="utf-8"):
+        r = json.loads(line)
+        q = encode(tok, r["text"])
+        if not q:
+            continue
+        if r["task"] == "classify":
+            prompt, target = spec.classify_prompt(q[:MAX_QUERY]), spec.classify_target(r["unsafe"], r["categories"])
+        else:
+            resp = tok.encode(r["response"], add_special_tokens=False).ids[:MAX_RESPONSE]
+            prompt = spec.respond_prompt(q[:MAX_QUERY], force_safety=r["task"] == "force")
+            target = spec.respond_target(resp)
+        rows.append({"task": r["task"], "lang": r["lang"], "unsafe": r["unsafe"], "prompt": prompt, "target": target})
+    return rows
+
+
+class Sampler:
+    """Per step: `classify_share` of the batch from classify rows, each (lang, unsafe) group equally likely;
+    the rest from respond/force rows, uniformly."""
+
+    def __init__(self, rows, seed, classify_share):
+        self.seed, self.share = seed, classify_share
+        groups = {}
+        for i, r in enumerate(rows):
+            key = ("classify", r["lang"], r["unsafe"]) if r["task"] == "classify" else ("respond",)
+            groups.setdefault(key, []).append(i)
+        self.cls_groups = [v for k, v in sorted(groups.items()) if k[0] == "classify"]
+        self.resp = groups.get(("respond",), [])
+
+    def batch(self, step, size):
+        rng = random.Random(self.seed * 1_000_003 + step)
+        n_cls = round(size * self.share) if self.resp else size
+        out = [rng.choice(rng.choice(self.cls_groups)) for _ in range(n_cls)]
+        out += [rng.choice(self.resp) for _ in range(size - n_cls)]
+        return out
+
+
+class Trainable(torch.nn.Module):
+    """What the guardian changes on top of the base: output rows of the special tokens (tied, so the export writes
+    them into the embedding), the top blocks and the final norm (those live in the model itself)."""
+
+    def __init__(self, model, train_layers):
+        super().__init__()
+        self.first = model.cfg.layers - train_layers
+        ids = sorted(spec.SPECIALS.values())
+        self.special_ids = torch.tensor(ids)
+        self.special_rows = torch.nn.Parameter(model.token_embd.weight[ids].clone())
+
+
+_HEADS = {}
+
+
+def heads(tr, vocab_ids):
+    """Per task: candidate output ids, id -> column, and where the special rows sit among the candidates."""
+    if not _HEADS:
+        special = {int(t): j for j, t in enumerate(tr.special_ids)}
+        for task, cand in (("classify", CLS_IDS), ("respond", vocab_ids.tolist())):
+            loc = [k for k, c in enumerate(cand) if c in special]
+            _HEADS[task] = (torch.tensor(cand), {c: k for k, c in enumerate(cand)}, torch.tensor(loc),
+                            torch.tensor([special[cand[k]] for k in loc]))
+    return _HEADS
+
+
+def batch_loss(model, tr, rows, idx, vocab_ids, autocast=True):
+    seqs = [rows[i]["prompt"] + rows[i]["target"] for i in idx]
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), spec.PAD, dtype=torch.long)
+    pad = torch.zeros((len(seqs), T), dtype=torch.bool)
+    for b, s in enumerate(seqs):
+        ids[b, :len(s)] = torch.tensor(s)
+        pad[b, :len(s)] = True
+    emb_w = model.token_embd.weight.detach().clone()
+    emb_w[tr.special_ids] = tr.special_rows.detach()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.no_grad():
+            x = model.run_layers(F.embedding(ids, emb_w) * math.sqrt(model.cfg.hidden), 0, tr.first, pad)
+        x = model.run_layers(x, tr.first, model.cfg.layers, pad)
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + model.cfg.eps) * model.output_norm
+    out_w = model.token_embd.weight.detach()
+    losses = {}
+    for task, (cand, lookup, loc, rows_of_special) in heads(tr, vocab_ids).items():
+        pos, tgt = [], []
+        for b, i in enumerate(idx):
+            r = rows[i]
+            if (r["task"] == "classify") != (task == "classify"):
+                continue
+            start = len(r["prompt"]) - 1
+            pos += [(b, start + j) for j in range(len(r["target"]))]
+            tgt += r["target"]
+        if not pos:
+            continue
+        hs = h[[p[0] for p in pos], [p[1] for p in pos]]
+        w = out_w[cand].clone()
+        w[loc] = tr.special_rows[rows_of_special]  # the trained rows of our special tokens
+        losses[task] = F.cross_entropy(hs @ w.T, torch.tensor([lookup[t] for t in tgt]))
+    return losses
+
+
+def trainable_state(model, tr):
+    state = {"special_ids": tr.special_ids, "special_rows": tr.special_rows.detach().clone(),
+             "output_norm": model.output_norm.detach().clone(), "first": tr.first}
+    for i in range(tr.first, model.cfg.layers):
+        for k, v in model.blk[i].state_dict().items():
+            state[f"blk.{i}.{k}"] = v.clone()
+    return state
+
+
+def apply_state(model, state):
+    """Put trained tensors into a base model (also used by export and eval)."""
+    with torch.no_grad():
+        model.token_embd.weight[state["special_ids"]] = state["special_rows"]
+        model.output_norm.copy_(state["output_norm"])
+        for i in range(state["first"], model.cfg.layers):
+            model.blk[i].load_state_dict({k.split(".", 2)[2]: v for k, v in state.items()
+                                          if k.startswith(f"blk.{i}.")})
+    return model
+
+
+@torch.no_grad()
+def dev_loss(model, tr, rows, vocab_ids, n=256):
+    tot, cnt = {}, {}
+    for s in range(0, min(n, len(rows)), 16):
+        for k, v in batch_loss(model, tr, rows, list(range(s, min(s + 16, len(rows)))), vocab_ids).items():
+            tot[k] = tot.get(k, 0.0) + float(v)
+            cnt[k] = cnt.get(k, 0) + 1
+    return {k: tot[k] / cnt[k] for k in tot}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=2400)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--train-layers", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--special-lr", type=float, default=1e-3)
+    ap.add_argument("--classify-share", type=float, default=0.6)
+    ap.add_argument("--save-every", type=int, default=100)
+    ap.add_argument("--eval-every", type=int, default=400)
+    ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--run", default=str(RUN))
+    ap.add_argument("--vocab", default=str(RUN / "vocab.json"))
+    a = ap.parse_args()
+    data, run = Path(a.data), Path(a.run)
+    torch.manual_seed(a.seed)
+    torch.set_num_threads(a.threads)
+    run.mkdir(parents=True, exist_ok=True)
+    tok = load_tokenizer(BASE_TOKENIZER)
+    vocab_ids = torch.tensor(json.loads(Path(a.vocab).read_text())["ids"])
+    t0 = time.time()
+    rows = load_rows(data / "train.jsonl", tok)
+    dev = load_rows(data / "dev.jsonl", tok)
+    random.Random(0).shuffle(dev)
+    dev_cls = [r for r in dev if r["task"] == "classify"][:192]
+    dev_resp = [r for r in dev if r["task"] != "classify"][:64]
+    print(f"data: {len(rows)} train rows, dev {len(dev_cls)}+{len(dev_resp)} ({time.time() - t0:.0f} s)", flush=True)
+    model, _ = load_gguf(BASE_GGUF)
+    model.requires_grad_(False)
+    tr = Trainable(model, a.train_layers)
+    params = [p for i in range(tr.first, model.cfg.layers) for p in model.blk[i].parameters()] + [model.output_norm]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW([{"params": params, "lr": a.lr, "weight_decay": 0.0},
+                             {"params": [tr.special_rows], "lr": a.special_lr, "weight_decay": 0.0}])
+    sched = lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(s, a.steps) / a.steps))
+    history, step, best = [], 0, float("inf")
+    if (run / "last.pt").is_file():
+        ck = torch.load(run / "last.pt", weights_only=False)
+        if ck["args"]["train_layers"] == a.train_layers:
+            apply_state(model, ck["state"])
+            tr.special_rows.data.copy_(ck["state"]["special_rows"])
+            opt.load_state_dict(ck["opt"])
+            step, history, best = ck["step"], ck["history"], ck["best"]
+            print(f"resumed at step {step}", flush=True)
+    sampler = Sampler(rows, a.seed, a.classify_share)
+    dev_rows = dev_cls + dev_resp
+    t_run = time.time()
+    while step < a.steps:
+        for g, base in zip(opt.param_groups, (a.lr, a.special_lr)):
+            g["lr"] = base * sched(step)
+        losses = batch_loss(model, tr, rows, sampler.batch(step, a.batch), vocab_ids)
+        loss = sum(losses.values())
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params + [tr.special_rows], 1.0)
+        opt.step()
+        step += 1
+        history.append({"step": step, **{k: round(v.item(), 4) for k, v in losses.items()}})
+        if step % 20 == 0:
+            rate = (time.time() - t_run) / max(1, step - (history[0]["step"] - 1))
+            print(f"step {step}/{a.steps} " + " ".join(f"{k} {v:.3f}" for k, v in history[-1].items() if k != "step")
+                  + f" ({rate:.2f} s/step)", flush=True)
+        if step % a.eval_every == 0 or step == a.steps:
+            d = dev_loss(model, tr, dev_rows, vocab_ids)
+            total = sum(d.values())
+            history[-1]["dev"] = d
+            print(f"dev at {step}: {d}", flush=True)
+            if total < best:
+                best = total
+                torch.save({"state": trainable_state(model, tr), "step": step, "dev": d, "args": vars(a)},
+                           run / "best.pt")
+        if step % a.save_every == 0 or step == a.steps:
+            torch.save({"state": trainable_state(model, tr), "opt": opt.state_dict(), "step": step,
+                        "history": history, "best": best, "args": vars(a)}, run / "last.pt.tmp")
+            (run / "last.pt.tmp").replace(run / "last.pt")
+    (run / "history.json").write_text(json.dumps(history))
+    print(f"done: {step} steps, {(time.time() - t_run) / 60:.1f} min this run", flush=True)
+
+
+if __name__ == "__main__":
+    main()
