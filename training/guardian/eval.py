@@ -1,0 +1,150 @@
+"""Evaluate the guardian's classify format against the shipped classifier on the same rows, and the cascade.
+
+Rows: the guardian dev/test files (stratified subsets of the classifier's dev/test splits, same ids). The guardian
+runs in PyTorch on the weights given (default: the exported models/guardian/model.gguf read back, i.e. the quantized
+function the runtime runs); the classifier runs through the native CLI (`slm-guard classify --jsonl`, the shipped
+model). One forward pass per row reads both positions: <|pred|> -> P(unsafe), and after a teacher-forced <|unsafe|>
+the category distribution.
+
+Cascade: the classifier decides when its score is outside [low, high]; inside that band the guardian decides.
+The band and the guardian's threshold are chosen on dev only; test numbers are reported with them.
+
+    python training/guardian/eval.py [--model models/guardian] [--classifier-bin target/release/slm-guard]
+"""
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from training.eval.metrics import at_threshold, best_threshold  # noqa: E402
+from training.guardian import spec  # noqa: E402
+from training.guardian.gemma3 import encode, load_gguf, load_tokenizer  # noqa: E402
+from training.guardian.train import BASE_GGUF, BASE_TOKENIZER, apply_state  # noqa: E402
+
+DATA = ROOT / "training/data/build/guardian"
+BANDS = [(0.05, 0.95), (0.1, 0.9), (0.15, 0.85), (0.2, 0.8), (0.3, 0.7)]
+
+
+def rows_of(data, split, limit=0):
+    rows = [json.loads(l) for l in open(Path(data) / f"{split}.jsonl", encoding="utf-8")]
+    rows = [r for r in rows if r["task"] == "classify"]
+    return rows[:limit] if limit else rows
+
+
+@torch.no_grad()
+def guardian_scores(model, tok, rows, batch=32, max_query=512):
+    """(P(unsafe) at <|pred|>, category probabilities after <|unsafe|>) per row."""
+    seqs = [spec.classify_prompt(encode(tok, r["text"])[:max_query]) + [spec.UNSAFE] for r in rows]
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    unsafe, cats = np.zeros(len(seqs)), np.zeros((len(seqs), len(spec.CAT_IDS)))
+    w_pred = model.token_embd.weight[[spec.SAFE, spec.UNSAFE]]
+    w_cat = model.token_embd.weight[spec.CAT_IDS]
+    for s in range(0, len(order), batch):
+        idx = order[s:s + batch]
+        T = max(len(seqs[i]) for i in idx)
+        ids = torch.zeros((len(idx), T), dtype=torch.long)
+        pad = torch.zeros((len(idx), T), dtype=torch.bool)
+        for b, i in enumerate(idx):
+            ids[b, :len(seqs[i])] = torch.tensor(seqs[i])
+            pad[b, :len(seqs[i])] = True
+        h = model.hidden(ids, pad)
+        last = torch.tensor([len(seqs[i]) - 1 for i in idx])
+        b = torch.arange(len(idx))
+        p = torch.softmax(h[b, last - 1] @ w_pred.T, -1)[:, 1]
+        c = torch.softmax(h[b, last] @ w_cat.T, -1)
+        unsafe[idx], cats[idx] = p.numpy(), c.numpy()
+    return unsafe, cats
+
+
+def classifier_scores(rows, binary):
+    lines = "".join(json.dumps({"id": i, "text": r["text"]}, ensure_ascii=False) + "\n" for i, r in enumerate(rows))
+    out = subprocess.run([binary, "classify", "--jsonl"], input=lines, capture_output=True, text=True, check=True)
+    scores = np.zeros(len(rows))
+    for line in out.stdout.splitlines():
+        v = json.loads(line)
+        scores[v["id"]] = v["verdict"]["score"] if "verdict" in v else 1.0
+    return scores
+
+
+def cascade(c, g, low, high, t_cls, t_g):
+    uncertain = (c > low) & (c < high)
+    decision = np.where(uncertain, g >= t_g, c >= t_cls)
+    return decision.astype(float), uncertain
+
+
+def by_lang(rows, fn):
+    out = {}
+    for lang in ("all", "ko", "en"):
+        sel = np.array([lang == "all" or r["lang"] == lang for r in rows])
+        out[lang] = fn(sel)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=str(ROOT / "models/guardian"), help="exported dir, or 'checkpoint:PATH'")
+    ap.add_argument("--classifier-bin", default=str(ROOT / "target/release/slm-guard"))
+    ap.add_argument("--out", default=str(ROOT / "training/runs/guardian/eval.json"))
+    ap.add_argument("--limit", type=int, default=0)
+    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    if a.model.startswith("checkpoint:"):
+        model, _ = load_gguf(BASE_GGUF)
+        apply_state(model, torch.load(a.model.split(":", 1)[1], weights_only=False)["state"])
+        tok = load_tokenizer(BASE_TOKENIZER)
+    else:
+        model, _ = load_gguf(Path(a.model) / "model.gguf")
+        tok = load_tokenizer(Path(a.model) / "tokenizer.json")
+    cls_manifest = json.loads((ROOT / "models/classifier/manifest.json").read_text())
+    t_cls = cls_manifest["thresholds"]["unsafe"]
+    result = {"model": a.model, "classifier_threshold": t_cls}
+    scores = {}
+    for split in ("dev", "test"):
+        rows = rows_of(a.data, split, a.limit)
+        t0 = time.time()
+        g, gc = guardian_scores(model, tok, rows)
+        c = classifier_scores(rows, a.classifier_bin)
+        scores[split] = (rows, g, gc, c)
+        print(f"{split}: {len(rows)} rows scored in {time.time() - t0:.0f} s", flush=True)
+    rows, g, _, c = scores["dev"]
+    y = np.array([r["unsafe"] for r in rows])
+    t_g = best_threshold(y, g)
+    # Cascade band: the one with the best dev F1 (ties -> narrower band, fewer guardian calls).
+    band = max(BANDS, key=lambda b: (round(at_threshold(y, cascade(c, g, *b, t_cls, t_g)[0], 0.5)["f1"], 4),
+                                      -(b[1] - b[0])))
+    result.update({"guardian_threshold": t_g, "cascade_band": band})
+    for split, (rows, g, gc, c) in scores.items():
+        y = np.array([r["unsafe"] for r in rows])
+        dec, unc = cascade(c, g, *band, t_cls, t_g)
+        res = {
+            "classifier": by_lang(rows, lambda s: at_threshold(y[s], c[s], t_cls)),
+            "guardian": by_lang(rows, lambda s: at_threshold(y[s], g[s], t_g)),
+            "cascade": by_lang(rows, lambda s: {**at_threshold(y[s], dec[s], 0.5),
+                                                "to_guardian": float(unc[s].mean())}),
+            # the hard cases: rows the classifier is unsure about (inside the band)
+            "hard_classifier": by_lang(rows, lambda s: at_threshold(y[s & unc], c[s & unc], t_cls)),
+            "hard_guardian": by_lang(rows, lambda s: at_threshold(y[s & unc], g[s & unc], t_g)),
+        }
+        cat_rows = [i for i, r in enumerate(rows) if r["unsafe"] and r["categories"]]
+        res["category_top1_accuracy"] = float(np.mean(
+            [spec.CATEGORIES[int(np.argmax(gc[i]))] in rows[i]["categories"] for i in cat_rows])) if cat_rows else None
+        result[split] = res
+        print(split, json.dumps({k: {l: round(v[l]["f1"], 4) for l in v} for k, v in res.items()
+                                 if k != "category_top1_accuracy"}), "cat acc", res["category_top1_accuracy"])
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=1))
+    Path(a.out).with_name("thresholds.json").write_text(json.dumps({"unsafe": t_g, "cascade_band": band}))
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()

