@@ -76,7 +76,8 @@ class Layer(nn.Module):
                      ("attn_q_norm", D), ("attn_k_norm", D)]:
             setattr(self, n, nn.Parameter(torch.ones(d)))
 
-    def forward(self, x, cos, sin, mask):
+    def forward(self, x, cos, sin, mask, cache=None):
+        """`cache` (decoding): a dict holding this layer's K and V so far; new K/V are appended to it."""
         cfg = self.cfg
         B, T, _ = x.shape
         h = rms_norm(x, self.attn_norm, cfg.eps)
@@ -85,6 +86,10 @@ class Layer(nn.Module):
         v = self.attn_v(h).view(B, T, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
         q = rope(rms_norm(q, self.attn_q_norm, cfg.eps), cos, sin)
         k = rope(rms_norm(k, self.attn_k_norm, cfg.eps), cos, sin)
+        if cache is not None:
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
+            cache["k"], cache["v"] = k, v
         rep = cfg.heads // cfg.kv_heads
         k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         # query_pre_attn_scalar = head_dim for 270M: scale 1/sqrt(256) = 1/16
@@ -191,14 +196,29 @@ def encode(tok, text):
 
 @torch.no_grad()
 def greedy(model, prompt, max_new, stop=(spec.EOS, spec.END_OF_TURN)):
-    ids = list(prompt)
-    for _ in range(max_new):
-        h = model.hidden(torch.tensor([ids]))[0, -1]
+    """Greedy decoding with a KV cache (same function as recomputing the whole prefix each step)."""
+    cfg = model.cfg
+    caches = [{} for _ in model.blk]
+    out, x_ids, pos0 = [], list(prompt), 0
+    for _ in range(max_new + 1):
+        T = len(x_ids)
+        pos = torch.arange(pos0, pos0 + T)
+        x = model.embed(torch.tensor([x_ids]))
+        keys = torch.arange(pos0 + T)
+        causal = keys[None, :] <= pos[:, None]
+        local = causal & (pos[:, None] - keys[None, :] < cfg.window)
+        for i, blk in enumerate(model.blk):
+            g = cfg.is_global(i)
+            cos, sin = rope_tables(pos, cfg.head_dim, cfg.rope_global if g else cfg.rope_local)
+            x = blk(x, cos, sin, (causal if g else local)[None, None], caches[i])
+        h = rms_norm(x[0, -1], model.output_norm, cfg.eps)
         nxt = int(torch.argmax(model.logits(h)))
-        if nxt in stop:
+        if nxt in stop or len(out) == max_new:
             break
-        ids.append(nxt)
-    return ids[len(prompt):]
+        out.append(nxt)
+        pos0 += T
+        x_ids = [nxt]
+    return out
 
 
 REFERENCE_TEXTS = [
