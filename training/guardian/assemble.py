@@ -1,0 +1,123 @@
+"""Build models/guardian/model.gguf from the PyPI base model and the committed fine-tuning delta.
+
+The shipped guardian is ~136 MB, over what a git host takes per file, and most of it is the untouched base model.
+So git holds `delta.gguf` (what fine-tuning changed: the top blocks, the final norm and our special tokens'
+embedding rows; already in the shipped quantization) plus the kept vocabulary ids, and this script rebuilds the
+full file: base tensors are dequantized, sliced to the kept vocabulary and re-quantized exactly as `export.py`
+does, delta tensors are copied byte for byte. The result must match the sha256 in manifest.json, so every machine
+runs the very model that was evaluated. Needs numpy + gguf only (no torch).
+
+    python training/guardian/assemble.py            # idempotent: does nothing when model.gguf already matches
+"""
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from training.classifier.export import quantize_q8_0_row  # noqa: E402
+
+MODEL_DIR = ROOT / "models/guardian"
+META_INT = {"context_length", "embedding_length", "block_count", "feed_forward_length", "attention.head_count",
+            "attention.head_count_kv", "attention.key_length", "attention.value_length",
+            "attention.sliding_window", "attention.sliding_window_pattern"}
+META_FLOAT = {"attention.layer_norm_rms_epsilon", "rope.freq_base", "rope.local_freq_base"}
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def field(reader, key):
+    import gguf
+    f = reader.fields[key]
+    if f.types[0] == gguf.GGUFValueType.STRING:
+        return bytes(f.parts[f.data[0]]).decode()
+    if f.types[0] == gguf.GGUFValueType.ARRAY:
+        return [f.parts[i].tolist()[0] for i in f.data]
+    return f.parts[f.data[0]].tolist()[0]
+
+
+def dequantized(tensor):
+    import gguf
+    a = gguf.quants.dequantize(np.array(tensor.data), tensor.tensor_type)
+    return np.ascontiguousarray(a, dtype=np.float32).reshape([int(d) for d in reversed(tensor.shape.tolist())])
+
+
+def write_model(out, base_path, delta_path):
+    """base GGUF + delta GGUF -> the runtime's GGUF (all 2-D tensors row-scaled Q8_0, the rest F32)."""
+    import gguf
+    from gguf import GGMLQuantizationType as T
+    base, delta = gguf.GGUFReader(str(base_path)), gguf.GGUFReader(str(delta_path))
+    kept = np.array(field(delta, "slm_guard.kept_ids"), dtype=np.int64)
+    special_ids = field(delta, "slm_guard.special_ids")
+    d_tensors = {t.name: t for t in delta.tensors}
+    w = gguf.GGUFWriter(str(out), "gemma3")
+    for key in delta.fields:
+        short = key.removeprefix("gemma3.")
+        if short in META_INT:
+            w.add_uint32(key, int(field(delta, key)))
+        elif short in META_FLOAT:
+            w.add_float32(key, float(field(delta, key)))
+        elif key.startswith("slm_guard.") and key not in ("slm_guard.kept_ids", "slm_guard.special_ids"):
+            v = field(delta, key)
+            w.add_uint32(key, v) if isinstance(v, int) else w.add_string(key, str(v))
+    tensors = {}
+    for t in base.tensors:
+        if t.name in d_tensors:
+            continue
+        v = dequantized(t)
+        if t.name == "token_embd.weight":
+            v[special_ids] = dequantized(d_tensors["special_rows"])
+            v = v[kept]
+        tensors[t.name] = v
+    for name in sorted(set(tensors) | set(d_tensors) - {"special_rows"}):
+        if name in d_tensors:
+            t = d_tensors[name]  # quantized data arrives as (rows, bytes per row): the writer infers the shape
+            w.add_tensor(name, np.array(t.data), raw_dtype=t.tensor_type if t.tensor_type != T.F32 else None)
+        elif tensors[name].ndim == 2:
+            w.add_tensor(name, quantize_q8_0_row(tensors[name])[0], raw_dtype=T.Q8_0)
+        else:
+            w.add_tensor(name, tensors[name])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dir", default=str(MODEL_DIR))
+    a = ap.parse_args()
+    d = Path(a.dir)
+    manifest = json.loads((d / "manifest.json").read_text())
+    want = manifest["files"]["model.gguf"]["sha256"]
+    out = d / "model.gguf"
+    if out.is_file() and sha256(out) == want:
+        print(f"{out}: up to date")
+        return
+    if sha256(d / "delta.gguf") != manifest["delta"]["sha256"]:
+        sys.exit(f"{d / 'delta.gguf'}: sha256 does not match manifest.json (tampered or truncated)")
+    from training.common.assets import gemma_paths
+    base, _ = gemma_paths()
+    tmp = out.with_suffix(".tmp")
+    write_model(tmp, base, d / "delta.gguf")
+    got = sha256(tmp)
+    if got != want:
+        tmp.unlink()
+        sys.exit(f"assembled model.gguf has sha256 {got}, manifest says {want}: base package or numpy/gguf "
+                 f"versions differ from the export's")
+    tmp.replace(out)
+    print(f"{out}: assembled and verified ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
