@@ -5,7 +5,7 @@
 Inputs: the classifier's `training/data/build/unified.jsonl` (its splits are authoritative), the public response sets
 in `../shared/data/raw` (SQuARe acceptable responses, AdversariaLLM safe responses, do-not-answer refusals, hh-rlhf
 harmless-base single-turn refusals in English and in sionic-ai's Korean translation) and the synthetic force-safety
-batch `training/data/synthetic/batch_g_force.jsonl`. Hidden benchmarks are never read.
+batch `training/data/synthetic/force_g.jsonl`. Hidden benchmarks are never read.
 
 Row: {id, task, lang, text, unsafe, categories, response, source, kind}. Rules:
 - classify: every unified train row goes to train (the trainer subsamples); dev / test get a stratified subsample of
@@ -36,7 +36,7 @@ from training.guardian.spec import CATEGORIES  # noqa: E402
 SEED = 20240917
 UNIFIED = ROOT / "training/data/build/unified.jsonl"
 RAW = ROOT.parent / "shared/data/raw"
-SYNTH_FORCE = ROOT / "training/data/synthetic/batch_g_force.jsonl"
+SYNTH_FORCE = ROOT / "training/data/synthetic/force_g.jsonl"
 OUT = ROOT / "training/data/build/guardian"
 HIDDEN = ("apeach", "xstest", "moderation", "toxicchat_test", "toxic-chat_test", "rtp-lx", "rtp_lx", "multijail",
           "parakqc")
@@ -384,10 +384,10 @@ def synthetic_force():
         if not line.strip():
             continue
         r = json.loads(line)
-        STATS["sources_read"]["synthetic batch_g_force"] += 1
+        STATS["sources_read"]["synthetic force_g"] += 1
         if r["unsafe"] != 0 or r["kind"] != "benign_sensitive" or not r.get("response"):
             fail(f"{SYNTH_FORCE}:{n}: expected a benign_sensitive row with a response")
-        out.append(row(r["id"], "force", r["lang"], r["text"], 0, [], r["response"], "synthetic:batch_g_force",
+        out.append(row(r["id"], "force", r["lang"], r["text"], 0, [], r["response"], "synthetic:force_g",
                        "benign_sensitive"))
     return out
 
