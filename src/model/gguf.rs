@@ -61,6 +61,44 @@ impl<'a> GgufWeights<'a> {
         Ok(t)
     }
 
+    /// A tensor's shape (candle order: rows first), without reading it.
+    pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        self.content
+            .tensor_infos
+            .get(name)
+            .map(|i| i.shape.dims().to_vec())
+            .ok_or_else(|| GuardError::Weights(format!("tensor `{name}` is missing")))
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.content.metadata.contains_key(key)
+    }
+
+    pub fn string(&self, key: &str) -> Result<String> {
+        self.content
+            .metadata
+            .get(key)
+            .and_then(|v| v.to_string().ok().cloned())
+            .ok_or_else(|| GuardError::Weights(format!("metadata `{key}` missing or not a string")))
+    }
+
+    /// An optional u32 key: `default` when absent, an error when present with another type.
+    pub fn u32_or(&self, key: &str, default: u32) -> Result<u32> {
+        if self.has(key) {
+            self.u32(key)
+        } else {
+            Ok(default)
+        }
+    }
+
+    pub fn f32_or(&self, key: &str, default: f32) -> Result<f32> {
+        if self.has(key) {
+            self.f32(key)
+        } else {
+            Ok(default)
+        }
+    }
+
     pub fn u32(&self, key: &str) -> Result<u32> {
         self.content
             .metadata

@@ -60,6 +60,15 @@ impl Int8Linear {
         self.k
     }
 
+    /// Row `r` of the weight matrix, dequantized into `out` (length k): lets a tied embedding gather its rows
+    /// from the same int8 table its output head multiplies with.
+    pub fn row_into(&self, r: usize, out: &mut [f32]) {
+        let s = self.scales[r];
+        for (o, &w) in out.iter_mut().zip(&self.weights[r * self.k..(r + 1) * self.k]) {
+            *o = w as f32 * s;
+        }
+    }
+
     /// `x`: m x k row-major; returns m x rows.
     pub fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
         debug_assert_eq!(x.len(), m * self.k);
@@ -81,6 +90,20 @@ impl Int8Linear {
                 out.par_chunks_mut(chunk * rows)
                     .zip(xq.par_chunks(chunk * k).zip(xs.par_chunks(chunk)))
                     .for_each(|(o, (q, s))| run(q, s, o));
+                return out;
+            }
+            // one token (decoding): split the rows instead, when there are enough to pay for the threads
+            if threads > 1 && m == 1 && rows * k >= 1 << 20 {
+                let chunk = rows.div_ceil(threads).next_multiple_of(4);
+                out.par_chunks_mut(chunk)
+                    .zip(self.weights.par_chunks(chunk * k))
+                    .enumerate()
+                    .for_each(|(c, (o, w))| {
+                        let r0 = c * chunk;
+                        kernel::matmul(&xq, 1, w, o.len(), k, |_, r, acc| {
+                            o[r] = acc as f32 * xs[0] * self.scales[r0 + r] + self.bias[r0 + r];
+                        });
+                    });
                 return out;
             }
         }

@@ -101,6 +101,28 @@ pub fn gelu_erf(x: &mut [f32]) {
     }
 }
 
+/// In place: each row of `x` (length `w.len()`) <- row / rms(row) * w. Gemma's GGUF norm weights already carry
+/// the `+1` of its `(1 + w)` form, so this is the plain RMSNorm.
+pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
+    let h = w.len();
+    for row in x.chunks_exact_mut(h) {
+        let ms = dot(row, row) / h as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
+        for (v, wi) in row.iter_mut().zip(w) {
+            *v *= inv * wi;
+        }
+    }
+}
+
+/// GELU, tanh approximation (Gemma's `gelu_pytorch_tanh`), in place.
+pub fn gelu_tanh(x: &mut [f32]) {
+    const C: f32 = 0.797_884_6; // sqrt(2 / pi)
+    for v in x.iter_mut() {
+        let u = *v;
+        *v = 0.5 * u * (1.0 + (C * (u + 0.044_715 * u * u * u)).tanh());
+    }
+}
+
 /// e^x for x <= 0 (softmax after subtracting the max): 2^n * 2^f with n the nearest integer to x log2 e and
 /// a degree-6 Taylor polynomial for 2^f on [-0.5, 0.5] (relative error ~2e-7); zero below -87.
 #[inline]
@@ -200,6 +222,19 @@ mod tests {
             );
         }
         assert_eq!(exp_neg(-100.0), 0.0);
+    }
+
+    #[test]
+    fn rms_norm_and_gelu_tanh() {
+        let mut x = vec![3.0f32, -4.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0];
+        rms_norm(&mut x, &[1.0, 2.0, 1.0, 1.0], 0.0);
+        // rms of the first row is 2.5
+        assert!((x[0] - 1.2).abs() < 1e-6 && (x[1] + 3.2).abs() < 1e-6 && (x[4] - 1.0).abs() < 1e-6);
+        let mut g = vec![-3.0f32, 0.0, 1.0, 3.0];
+        gelu_tanh(&mut g);
+        for (got, want) in g.iter().zip([-0.003_637_4f32, 0.0, 0.841_192, 2.996_363]) {
+            assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        }
     }
 
     #[test]
