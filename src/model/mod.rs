@@ -2,6 +2,8 @@
 
 pub mod classifier;
 mod gguf;
+pub mod guardian;
 
 pub use classifier::{Classifier, Config as ClassifierConfig};
 pub use gguf::GgufWeights;
+pub use guardian::{Cache as GuardianCache, Config as GuardianConfig, GuardianModel};
