@@ -25,6 +25,9 @@ pub enum GuardError {
     Tokenizer(String),
     #[error("input too long: {len} bytes, the limit is {limit} bytes (set `max_input_bytes` to change it)")]
     InputTooLong { len: usize, limit: usize },
+    /// The guardian reads a query in one pass, so a longer one is refused rather than silently truncated.
+    #[error("input too long: {tokens} tokens, the model reads at most {limit}")]
+    TooManyTokens { tokens: usize, limit: usize },
     #[error("invalid input: {0}")]
     Input(String),
     #[error("invalid policy: {0}")]
@@ -48,7 +51,7 @@ impl GuardError {
             GuardError::Version { .. } => "MODEL_VERSION",
             GuardError::Weights(_) => "MODEL_WEIGHTS",
             GuardError::Tokenizer(_) => "MODEL_TOKENIZER",
-            GuardError::InputTooLong { .. } => "INPUT_TOO_LONG",
+            GuardError::InputTooLong { .. } | GuardError::TooManyTokens { .. } => "INPUT_TOO_LONG",
             GuardError::Input(_) => "INVALID_INPUT",
             GuardError::Policy(_) => "INVALID_POLICY",
             GuardError::BackendUnavailable(..) => "BACKEND_UNAVAILABLE",

@@ -107,6 +107,11 @@ impl Guard {
     pub fn load(files: &ModelFiles) -> Result<Self> {
         let t0 = now_ms();
         let manifest = Manifest::parse(&files.manifest)?;
+        if manifest.is_guardian() {
+            return Err(GuardError::Manifest(
+                "this is a generative guardian model: load it with `Guardian::load`".into(),
+            ));
+        }
         manifest.verify("model.gguf", &files.weights)?;
         manifest.verify("tokenizer.json", &files.tokenizer)?;
         let tokenizer = TextTokenizer::from_bytes(&files.tokenizer)?;

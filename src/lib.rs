@@ -5,6 +5,7 @@ pub mod backend;
 mod clock;
 pub mod error;
 pub mod guard;
+pub mod guardian;
 pub mod manifest;
 pub mod model;
 pub mod policy;
@@ -15,6 +16,7 @@ pub mod verdict;
 
 pub use error::{GuardError, Result};
 pub use guard::{BackendChoice, Guard, ModelFiles, ModelInfo};
+pub use guardian::{Guardian, GuardianScore, RespondOptions, Response, StopReason};
 pub use policy::{Action, FailMode, Policy};
 pub use verdict::{Scores, Verdict};
 

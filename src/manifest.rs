@@ -20,6 +20,8 @@ pub struct Manifest {
     pub architecture: Architecture,
     pub quantization: BTreeMap<String, String>,
     pub text: TextConfig,
+    /// Classifier output labels (`unsafe`, then the categories); empty for the guardian.
+    #[serde(default)]
     pub labels: Vec<String>,
     pub categories: Vec<String>,
     /// Default per-label thresholds (`unsafe` plus each category), chosen on the dev splits.
@@ -27,7 +29,17 @@ pub struct Manifest {
     pub files: BTreeMap<String, FileEntry>,
     #[serde(default)]
     pub licence: serde_json::Value,
+    /// Guardian: control-token ids by name (`<bos>`, `<|pred|>`, `<|cat_crime|>`, ...), read from here, never
+    /// assumed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub special_tokens: BTreeMap<String, u32>,
+    /// Guardian: ids that end a generated response.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop_ids: Vec<u32>,
 }
+
+/// `task` of a generative guardian manifest (architecture `gemma3-decoder`).
+pub const TASK_GUARDIAN: &str = "guardian";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Architecture {
@@ -38,15 +50,32 @@ pub struct Architecture {
     pub heads: usize,
     pub ffn: usize,
     pub vocab: usize,
+    // encoder (classifier) fields
+    #[serde(default)]
     pub max_position: usize,
+    #[serde(default)]
     pub layer_norm_eps: f64,
+    #[serde(default)]
     pub pad_id: u32,
+    // decoder (guardian) fields
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_heads: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<usize>,
+    /// Positions the runtime prepares (RoPE tables, KV cache).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TextConfig {
     pub normalization: String,
+    /// Classifier: window length. Guardian: longest query accepted (more is INPUT_TOO_LONG).
     pub max_tokens: usize,
+    /// Classifier only (the guardian reads a query in one pass).
+    #[serde(default)]
     pub window_stride: usize,
 }
 
@@ -71,11 +100,14 @@ impl Manifest {
                 supported: FORMAT_VERSION,
             });
         }
-        if m.architecture.kind != "bert-encoder-mean-pool-linear-head" {
-            return Err(GuardError::Manifest(format!(
-                "unknown architecture `{}`",
-                m.architecture.kind
-            )));
+        match m.architecture.kind.as_str() {
+            "bert-encoder-mean-pool-linear-head" => m.check_classifier()?,
+            "gemma3-decoder" => m.check_guardian()?,
+            other => {
+                return Err(GuardError::Manifest(format!(
+                    "unknown architecture `{other}`"
+                )))
+            }
         }
         if m.text.normalization != "slm-guard-v1" {
             return Err(GuardError::Manifest(format!(
@@ -83,27 +115,40 @@ impl Manifest {
                 m.text.normalization
             )));
         }
-        if m.text.max_tokens < 8 || m.text.max_tokens > m.architecture.max_position {
+        for f in ["model.gguf", "tokenizer.json"] {
+            if !m.files.contains_key(f) {
+                return Err(GuardError::Manifest(format!("no entry for `{f}` in files")));
+            }
+        }
+        Ok(m)
+    }
+
+    pub fn is_guardian(&self) -> bool {
+        self.task == TASK_GUARDIAN
+    }
+
+    fn check_classifier(&self) -> Result<()> {
+        if self.text.max_tokens < 8 || self.text.max_tokens > self.architecture.max_position {
             return Err(GuardError::Manifest(format!(
                 "max_tokens {} out of range",
-                m.text.max_tokens
+                self.text.max_tokens
             )));
         }
-        if m.text.window_stride == 0 || m.text.window_stride > m.text.max_tokens - 2 {
+        if self.text.window_stride == 0 || self.text.window_stride > self.text.max_tokens - 2 {
             return Err(GuardError::Manifest(format!(
                 "window_stride {} out of range",
-                m.text.window_stride
+                self.text.window_stride
             )));
         }
-        if m.labels.first().map(String::as_str) != Some("unsafe")
-            || m.labels[1..] != m.categories[..]
+        if self.labels.first().map(String::as_str) != Some("unsafe")
+            || self.labels[1..] != self.categories[..]
         {
             return Err(GuardError::Manifest(
                 "labels must be `unsafe` followed by the categories".into(),
             ));
         }
-        for l in &m.labels {
-            match m.thresholds.get(l) {
+        for l in &self.labels {
+            match self.thresholds.get(l) {
                 Some(t) if (0.0..=1.0).contains(t) => {}
                 _ => {
                     return Err(GuardError::Manifest(format!(
@@ -112,12 +157,36 @@ impl Manifest {
                 }
             }
         }
-        for f in ["model.gguf", "tokenizer.json"] {
-            if !m.files.contains_key(f) {
-                return Err(GuardError::Manifest(format!("no entry for `{f}` in files")));
-            }
+        Ok(())
+    }
+
+    fn check_guardian(&self) -> Result<()> {
+        if self.task != TASK_GUARDIAN {
+            return Err(GuardError::Manifest(format!(
+                "architecture gemma3-decoder needs task `{TASK_GUARDIAN}`, got `{}`",
+                self.task
+            )));
         }
-        Ok(m)
+        let context = self.architecture.context.unwrap_or(usize::MAX);
+        // the longest prompt is <bos> query <|force-safety|> <|expl|>
+        if self.text.max_tokens < 8 || self.text.max_tokens + 3 > context {
+            return Err(GuardError::Manifest(format!(
+                "max_tokens {} out of range",
+                self.text.max_tokens
+            )));
+        }
+        let mut needed: Vec<String> = ["<bos>", "<|pred|>", "<|expl|>", "<|force-safety|>", "<|safe|>", "<|unsafe|>"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        needed.extend(self.categories.iter().map(|c| format!("<|cat_{c}|>")));
+        if let Some(n) = needed.iter().find(|n| !self.special_tokens.contains_key(*n)) {
+            return Err(GuardError::Manifest(format!("special_tokens has no `{n}`")));
+        }
+        if let Some((l, t)) = self.thresholds.iter().find(|(_, t)| !(0.0..=1.0).contains(*t)) {
+            return Err(GuardError::Manifest(format!("invalid threshold {t} for `{l}`")));
+        }
+        Ok(())
     }
 
     /// Check a file's bytes against the manifest (size first, for a clearer message on truncation).

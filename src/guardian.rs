@@ -1,0 +1,399 @@
+//! `Guardian`: the generative guardian (Gemma 3 270M fine-tuned; manifest `task: "guardian"`). It scores a
+//! message (the classify format) and writes a safe response (the respond format), streaming text through a
+//! callback. Prompt formats and control-token ids are defined in `training/guardian/spec.py`; the runtime reads
+//! the ids from the manifest's `special_tokens`, never from constants.
+//!
+//!   classify  <bos> query <|pred|>                    -> <|safe|> | <|unsafe|> <|cat_*|> ...
+//!   respond   <bos> query [<|force-safety|>] <|expl|>  -> response <end_of_turn>
+//!
+//! Everything runs synchronously on the CPU path with one KV cache per call (no threads needed, so the same API
+//! binds to wasm32 as is).
+
+use serde::Serialize;
+
+use crate::clock::now_ms;
+use crate::error::{GuardError, Result};
+use crate::guard::ModelFiles;
+use crate::manifest::Manifest;
+use crate::model::guardian::DEFAULT_MAX_CONTEXT;
+use crate::model::{GuardianConfig, GuardianModel};
+use crate::policy::Policy;
+use crate::reply::language;
+use crate::text::normalize;
+use crate::tokenizer::{GemmaTokenizer, TextStream};
+use crate::verdict::{Scores, Verdict};
+
+/// Raw-text bytes allowed per query token before tokenizing: Gemma's pre-tokenizer does not split on spaces, so
+/// BPE works on the whole message at once and its cost grows with length; this cap refuses a huge paste before
+/// the tokenizer sees it (real text is 1-6 bytes per token).
+const BYTES_PER_TOKEN: usize = 32;
+
+/// Default `max_tokens` of the manifest's `text` when it says nothing sensible (the export writes 512).
+pub const DEFAULT_MAX_QUERY_TOKENS: usize = 512;
+
+/// What `score` reads off the classify position.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GuardianScore {
+    /// P(<|unsafe|>) / (P(<|safe|>) + P(<|unsafe|>)) after <|pred|>.
+    pub unsafe_prob: f32,
+    /// Softmax over the category tokens after a teacher-forced <|unsafe|>, in the manifest's category order:
+    /// which category, *if* unsafe (sums to 1 whatever `unsafe_prob` is).
+    pub category_probs: Vec<f32>,
+    /// Query tokens read (without control tokens).
+    pub tokens: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RespondOptions {
+    /// Insert <|force-safety|>: the model answers as carefully as it would an unsafe query.
+    pub force_safety: bool,
+    /// Most tokens to generate (also capped by the context left after the prompt).
+    pub max_tokens: usize,
+}
+
+impl Default for RespondOptions {
+    fn default() -> Self {
+        Self {
+            force_safety: false,
+            max_tokens: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The model ended its turn (<end_of_turn> or <eos>).
+    EndOfTurn,
+    MaxTokens,
+    /// The callback returned `false`.
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Response {
+    pub text: String,
+    /// Generated ids (the stop token excluded).
+    pub tokens: Vec<u32>,
+    pub stopped: StopReason,
+}
+
+/// Control ids, resolved from the manifest once.
+struct ControlIds {
+    bos: u32,
+    pred: u32,
+    expl: u32,
+    force: u32,
+    safe: u32,
+    unsafe_: u32,
+    categories: Vec<u32>,
+    stop: Vec<u32>,
+}
+
+pub struct Guardian {
+    manifest: Manifest,
+    tokenizer: GemmaTokenizer,
+    model: GuardianModel,
+    ids: ControlIds,
+    max_tokens: usize,
+    load_ms: f64,
+}
+
+impl Guardian {
+    /// Verify every file against the manifest's sha256, then parse the tokenizer and the weights. RoPE tables and
+    /// the largest KV cache cover the manifest's `architecture.context` (default 2048) positions.
+    pub fn load(files: &ModelFiles) -> Result<Self> {
+        Self::load_with_context(files, None)
+    }
+
+    /// `load` with an explicit number of positions to prepare (prompt + response).
+    pub fn load_with_context(files: &ModelFiles, max_context: Option<usize>) -> Result<Self> {
+        let t0 = now_ms();
+        let manifest = Manifest::parse(&files.manifest)?;
+        if !manifest.is_guardian() {
+            return Err(GuardError::Manifest(format!(
+                "task `{}` is not a guardian model (load it with `Guard::load`)",
+                manifest.task
+            )));
+        }
+        manifest.verify("model.gguf", &files.weights)?;
+        manifest.verify("tokenizer.json", &files.tokenizer)?;
+        let tokenizer = GemmaTokenizer::from_bytes(&files.tokenizer)?;
+        let context = max_context
+            .or(manifest.architecture.context)
+            .unwrap_or(DEFAULT_MAX_CONTEXT);
+        let model = GuardianModel::from_gguf(&files.weights, context)?;
+        let cfg = model.config();
+        if cfg.vocab != manifest.architecture.vocab {
+            return Err(GuardError::Weights(format!(
+                "weights have {} rows, the manifest says vocab {}",
+                cfg.vocab, manifest.architecture.vocab
+            )));
+        }
+        let sp = &manifest.special_tokens;
+        let id = |name: &str| -> Result<u32> {
+            let id = *sp
+                .get(name)
+                .ok_or_else(|| GuardError::Manifest(format!("special_tokens has no `{name}`")))?;
+            if id as usize >= cfg.vocab {
+                return Err(GuardError::Manifest(format!(
+                    "special token `{name}` = {id} is outside the vocabulary"
+                )));
+            }
+            Ok(id)
+        };
+        let stop = if manifest.stop_ids.is_empty() {
+            vec![
+                sp.get("<eos>").copied().unwrap_or(1),
+                sp.get("<end_of_turn>").copied().unwrap_or(106),
+            ]
+        } else {
+            manifest.stop_ids.clone()
+        };
+        let ids = ControlIds {
+            bos: id("<bos>")?,
+            pred: id("<|pred|>")?,
+            expl: id("<|expl|>")?,
+            force: id("<|force-safety|>")?,
+            safe: id("<|safe|>")?,
+            unsafe_: id("<|unsafe|>")?,
+            categories: manifest
+                .categories
+                .iter()
+                .map(|c| id(&format!("<|cat_{c}|>")))
+                .collect::<Result<_>>()?,
+            stop,
+        };
+        let max_tokens = match manifest.text.max_tokens {
+            0 => DEFAULT_MAX_QUERY_TOKENS,
+            n => n,
+        };
+        if max_tokens + 3 > cfg.max_context {
+            return Err(GuardError::Manifest(format!(
+                "max_tokens {max_tokens} does not fit a context of {} positions",
+                cfg.max_context
+            )));
+        }
+        Ok(Self {
+            manifest,
+            tokenizer,
+            model,
+            ids,
+            max_tokens,
+            load_ms: now_ms() - t0,
+        })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn config(&self) -> &GuardianConfig {
+        self.model.config()
+    }
+
+    pub fn model(&self) -> &GuardianModel {
+        &self.model
+    }
+
+    pub fn tokenizer(&self) -> &GemmaTokenizer {
+        &self.tokenizer
+    }
+
+    /// `name@version`, as in verdicts.
+    pub fn model_id(&self) -> String {
+        format!("{}@{}", self.manifest.name, self.manifest.version)
+    }
+
+    pub fn load_ms(&self) -> f64 {
+        self.load_ms
+    }
+
+    /// Longest query in tokens (the manifest's `text.max_tokens`): longer ones are INPUT_TOO_LONG.
+    pub fn max_query_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
+    /// Longest raw text in bytes accepted before tokenizing.
+    pub fn max_input_bytes(&self) -> usize {
+        self.max_tokens * BYTES_PER_TOKEN
+    }
+
+    /// Normalised query ids. Errors: INPUT_TOO_LONG (bytes, then tokens), INVALID_INPUT (nothing left after
+    /// normalisation).
+    pub fn query_ids(&self, text: &str) -> Result<Vec<u32>> {
+        if text.len() > self.max_input_bytes() {
+            return Err(GuardError::InputTooLong {
+                len: text.len(),
+                limit: self.max_input_bytes(),
+            });
+        }
+        let norm = normalize(text);
+        if norm.is_empty() {
+            return Err(GuardError::Input(
+                "the message is empty after normalisation (only spaces, control or invisible characters)"
+                    .into(),
+            ));
+        }
+        let ids = self.tokenizer.encode(&norm)?;
+        if ids.len() > self.max_tokens {
+            return Err(GuardError::TooManyTokens {
+                tokens: ids.len(),
+                limit: self.max_tokens,
+            });
+        }
+        Ok(ids)
+    }
+
+    /// The classify format on one message.
+    pub fn score(&self, text: &str) -> Result<GuardianScore> {
+        let q = self.query_ids(text)?;
+        self.score_ids(&q)
+    }
+
+    /// `score` on query ids (no normalisation, no length check beyond the context).
+    pub fn score_ids(&self, query: &[u32]) -> Result<GuardianScore> {
+        let ids = &self.ids;
+        let mut prompt = Vec::with_capacity(query.len() + 2);
+        prompt.push(ids.bos);
+        prompt.extend_from_slice(query);
+        prompt.push(ids.pred);
+        let mut cache = self.model.new_cache();
+        let h = self.model.prefill(&mut cache, &prompt)?;
+        let l = self.model.logits_for(&h, &[ids.safe, ids.unsafe_])?;
+        let unsafe_prob = 1.0 / (1.0 + (l[0] - l[1]).exp());
+        // which category, if unsafe: one more step with <|unsafe|> teacher-forced
+        let h = self.model.step(&mut cache, ids.unsafe_)?;
+        let mut category_probs = self.model.logits_for(&h, &ids.categories)?;
+        softmax(&mut category_probs);
+        Ok(GuardianScore {
+            unsafe_prob,
+            category_probs,
+            tokens: query.len(),
+        })
+    }
+
+    /// Greedy response in the respond format. `on_token` gets each new piece of text as soon as it is complete
+    /// UTF-8 (byte-fallback tokens can split a character); returning `false` stops generation (`Cancelled`).
+    pub fn respond(
+        &self,
+        text: &str,
+        opts: &RespondOptions,
+        mut on_token: impl FnMut(&str) -> bool,
+    ) -> Result<Response> {
+        let q = self.query_ids(text)?;
+        let ids = &self.ids;
+        let mut prompt = Vec::with_capacity(q.len() + 3);
+        prompt.push(ids.bos);
+        prompt.extend_from_slice(&q);
+        if opts.force_safety {
+            prompt.push(ids.force);
+        }
+        prompt.push(ids.expl);
+        let max_new = opts
+            .max_tokens
+            .min(self.config().max_context.saturating_sub(prompt.len()));
+        let mut tokens = Vec::new();
+        let mut out = String::new();
+        if max_new == 0 {
+            return Ok(Response {
+                text: out,
+                tokens,
+                stopped: StopReason::MaxTokens,
+            });
+        }
+        let mut cache = self.model.new_cache();
+        let mut h = self.model.prefill(&mut cache, &prompt)?;
+        let mut stream = TextStream::default();
+        let stopped = loop {
+            let next = argmax(&self.model.logits(&h)?);
+            if ids.stop.contains(&next) {
+                break StopReason::EndOfTurn;
+            }
+            tokens.push(next);
+            let piece = stream.push(&self.tokenizer, next);
+            if !piece.is_empty() {
+                out.push_str(&piece);
+                if !on_token(&piece) {
+                    break StopReason::Cancelled;
+                }
+            }
+            if tokens.len() >= max_new {
+                break StopReason::MaxTokens;
+            }
+            h = self.model.step(&mut cache, next)?;
+        };
+        let tail = stream.finish();
+        if !tail.is_empty() {
+            out.push_str(&tail);
+            if stopped != StopReason::Cancelled {
+                on_token(&tail);
+            }
+        }
+        Ok(Response {
+            text: out,
+            tokens,
+            stopped,
+        })
+    }
+
+    /// The usual verdict from the guardian's score: `score` = unsafe_prob, and each category's score is the joint
+    /// P(unsafe) * P(category | unsafe), so a safe message never lights up a category through the conditional
+    /// softmax alone. Thresholds come from the manifest (0.5 where it has none); empty text is allowed, as in
+    /// `Guard::classify`.
+    pub fn classify(&self, text: &str, policy: &Policy) -> Result<Verdict> {
+        let t0 = now_ms();
+        let p = policy.resolve(&self.manifest.categories, &self.manifest.thresholds)?;
+        if text.len() > p.max_input_bytes {
+            return Err(GuardError::InputTooLong {
+                len: text.len(),
+                limit: p.max_input_bytes,
+            });
+        }
+        let s = if normalize(text).is_empty() {
+            Scores {
+                unsafe_prob: 0.0,
+                categories: vec![0.0; self.manifest.categories.len()],
+                tokens: 0,
+                windows: 0,
+            }
+        } else {
+            let g = self.score(text)?;
+            Scores {
+                unsafe_prob: g.unsafe_prob,
+                categories: g.category_probs.iter().map(|c| c * g.unsafe_prob).collect(),
+                tokens: g.tokens,
+                windows: 1,
+            }
+        };
+        Ok(Verdict::decide(
+            &s,
+            &p,
+            language(text),
+            &self.model_id(),
+            "cpu",
+            now_ms() - t0,
+        ))
+    }
+}
+
+fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+    let mut s = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        s += *v;
+    }
+    x.iter_mut().for_each(|v| *v /= s);
+}
+
+/// Index of the largest value (the first one on ties, like `torch.argmax`).
+fn argmax(x: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
