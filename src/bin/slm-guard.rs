@@ -3,6 +3,9 @@
 //!   slm-guard classify "text"            print the verdict as JSON
 //!   slm-guard classify --jsonl < in.jsonl  one verdict per input line (fields other than `text` are echoed)
 //!   slm-guard bench                       latency, throughput, load time and peak memory
+//!   slm-guard respond "text"              the guardian's response, streamed (a guardian model: models/guardian)
+//!
+//! `classify --model DIR` also reads a guardian model (the manifest's `task` decides) and prints the same verdict.
 
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
@@ -10,7 +13,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use serde_json::{json, Map, Value};
-use slm_guard::{Guard, GuardError, ModelFiles, Policy};
+use slm_guard::manifest::Manifest;
+use slm_guard::{Guard, GuardError, Guardian, ModelFiles, Policy, RespondOptions, Verdict};
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +48,15 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         batch: usize,
     },
+    /// The guardian's response to one message, streamed to stdout (stop reason and speed on stderr).
+    Respond {
+        text: String,
+        /// Answer as carefully as for an unsafe message (<|force-safety|>).
+        #[arg(long)]
+        force_safety: bool,
+        #[arg(long, default_value_t = 256)]
+        max_tokens: usize,
+    },
     /// Measure latency (median, p95) at ~16/64/256 tokens, batch throughput, load time and peak memory.
     Bench {
         #[arg(long, default_value_t = 50)]
@@ -60,8 +73,110 @@ fn default_model_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models/classifier")))
 }
 
-fn load(dir: &PathBuf) -> Result<Guard, GuardError> {
-    Guard::load(&ModelFiles::from_dir(dir)?)
+/// Either kind of model behind `classify`: the manifest's `task` decides.
+enum Model {
+    Classifier(Guard),
+    Guardian(Guardian),
+}
+
+impl Model {
+    fn load(dir: &PathBuf) -> Result<Self, GuardError> {
+        let files = ModelFiles::from_dir(dir)?;
+        if Manifest::parse(&files.manifest)?.is_guardian() {
+            Ok(Self::Guardian(Guardian::load(&files)?))
+        } else {
+            Ok(Self::Classifier(Guard::load(&files)?))
+        }
+    }
+
+    fn check_policy(&self, policy: &Policy) -> Result<(), GuardError> {
+        let m = match self {
+            Self::Classifier(g) => g.manifest(),
+            Self::Guardian(g) => g.manifest(),
+        };
+        policy.resolve(&m.categories, &m.thresholds).map(|_| ())
+    }
+
+    fn classify(&self, text: &str, policy: &Policy) -> Result<Verdict, GuardError> {
+        match self {
+            Self::Classifier(g) => g.classify(text, policy),
+            Self::Guardian(g) => g.classify(text, policy),
+        }
+    }
+
+    /// One verdict per text; the guardian reads one message at a time (a per-message error becomes its
+    /// fail-mode verdict, as in `Guard::classify_batch`).
+    fn classify_batch(&self, texts: &[&str], policy: &Policy) -> Result<Vec<Verdict>, GuardError> {
+        match self {
+            Self::Classifier(g) => g.classify_batch(texts, policy),
+            Self::Guardian(g) => {
+                let p = policy.resolve(&g.manifest().categories, &g.manifest().thresholds)?;
+                Ok(texts
+                    .iter()
+                    .map(|t| match g.classify(t, policy) {
+                        Ok(v) => v,
+                        Err(e) => Verdict::failed(
+                            &e,
+                            &p,
+                            slm_guard::reply::language(t),
+                            &g.model_id(),
+                            "cpu",
+                        ),
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
+fn respond_cmd(
+    dir: &PathBuf,
+    text: &str,
+    force_safety: bool,
+    max_tokens: usize,
+) -> Result<(), GuardError> {
+    let files = ModelFiles::from_dir(dir)?;
+    let g = Guardian::load(&files)?;
+    drop(files);
+    let opts = RespondOptions {
+        force_safety,
+        max_tokens,
+    };
+    let stdout = std::io::stdout();
+    let t0 = std::time::Instant::now();
+    let mut first: Option<std::time::Instant> = None;
+    let mut io_error = None;
+    let r = g.respond(text, &opts, |piece| {
+        first.get_or_insert_with(std::time::Instant::now);
+        let mut out = stdout.lock();
+        match out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
+            Ok(()) => true,
+            Err(e) => {
+                io_error = Some(e); // stdout closed: stop generating
+                false
+            }
+        }
+    })?;
+    if let Some(e) = io_error {
+        return Err(e.into());
+    }
+    println!();
+    let total = t0.elapsed().as_secs_f64();
+    let n = r.tokens.len();
+    // decode speed after the first token (which also paid for the prompt)
+    let decode = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
+    let tps = if n > 1 && decode > 0.0 {
+        (n - 1) as f64 / decode
+    } else {
+        0.0
+    };
+    eprintln!(
+        "[{}] {n} tokens in {total:.2} s; decode {tps:.1} tokens/s; first token after {:.0} ms; load {:.0} ms",
+        serde_json::to_value(r.stopped).expect("json").as_str().unwrap_or("?"),
+        first.map(|f| (f - t0).as_secs_f64() * 1e3).unwrap_or(0.0),
+        g.load_ms()
+    );
+    Ok(())
 }
 
 fn fail(e: &GuardError) -> ExitCode {
@@ -85,8 +200,20 @@ fn main() -> ExitCode {
     if let Some(n) = threads {
         std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string()); // read by candle's CPU kernels
     }
-    let dir = cli.model.clone().unwrap_or_else(default_model_dir);
+    let respond = matches!(cli.command, Command::Respond { .. });
+    let dir = cli.model.clone().unwrap_or_else(|| {
+        if respond {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models/guardian"))
+        } else {
+            default_model_dir()
+        }
+    });
     let result = match cli.command {
+        Command::Respond {
+            text,
+            force_safety,
+            max_tokens,
+        } => respond_cmd(&dir, &text, force_safety, max_tokens),
         Command::Classify {
             text,
             jsonl,
@@ -120,8 +247,8 @@ fn classify(
     batch: usize,
 ) -> Result<(), GuardError> {
     let policy = read_policy(policy)?;
-    let guard = load(dir)?;
-    guard.resolve(&policy)?; // reject a bad policy before reading input
+    let guard = Model::load(dir)?;
+    guard.check_policy(&policy)?; // reject a bad policy before reading input
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     if !jsonl {
@@ -199,7 +326,7 @@ fn with_echo(mut v: Value, fields: &Map<String, Value>) -> Value {
 }
 
 fn flush(
-    guard: &Guard,
+    guard: &Model,
     policy: &Policy,
     pending: &mut Vec<(usize, Result<(Map<String, Value>, String), Value>)>,
     out: &mut impl Write,
