@@ -104,7 +104,7 @@ def response_checks(model, tok, rows, binary, max_tokens=96):
     for r in rows:
         q = encode(tok, r["text"])
         ids = greedy(model, spec.respond_prompt(q), max_tokens)
-        text = tok.decode(ids)
+        text = tok.decode(ids, skip_special_tokens=False)
         out.append({"id": r["id"], "lang": r["lang"], "query": r["text"], "categories": r["categories"],
                     "response": text, "tokens": len(ids), "hit_limit": len(ids) >= max_tokens})
     scores = classifier_scores([{"text": o["response"]} for o in out], binary)

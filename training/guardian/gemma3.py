@@ -274,7 +274,7 @@ def main():
     if a.cmd == "generate":
         for text in a.text:
             out = greedy(model, [spec.BOS, *encode(tok, text)], a.max_new)
-            print(repr(text), "->", repr(tok.decode(out)))
+            print(repr(text), "->", repr(tok.decode(out, skip_special_tokens=False)))
     else:
         rows = reference(model, tok, a.text or REFERENCE_TEXTS)
         Path(a.out).write_text(json.dumps({"gguf": str(a.gguf), "rows": rows}, ensure_ascii=False, indent=1))

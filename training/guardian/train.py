@@ -133,7 +133,9 @@ def batch_loss(model, tr, rows, idx, vocab_ids, autocast=True):
         hs = h[[p[0] for p in pos], [p[1] for p in pos]]
         w = out_w[cand].clone()
         w[loc] = tr.special_rows[rows_of_special]  # the trained rows of our special tokens
-        losses[task] = F.cross_entropy(hs @ w.T, torch.tensor([lookup[t] for t in tgt]))
+        # dev responses may hold pieces outside the pruned vocabulary (it is chosen on training text): skipped
+        target = torch.tensor([lookup.get(t, -100) for t in tgt])
+        losses[task] = F.cross_entropy(hs @ w.T, target, ignore_index=-100)
     return losses
 
 

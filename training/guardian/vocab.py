@@ -39,7 +39,7 @@ def corpus_texts():
             yield r["response"], True
 
 
-def choose(tok_json, counts, min_count):
+def choose(tok_json, counts, min_count, always=()):
     vocab = tok_json["model"]["vocab"]
     keep = set(CONTROL) | set(spec.SPECIALS.values())
     for piece, i in vocab.items():
@@ -47,7 +47,7 @@ def choose(tok_json, counts, min_count):
             keep.add(i)
         elif all(c in "▁\n\t" for c in piece) or (len(piece) == 1 and 0x20 < ord(piece) < 0x7F):
             keep.add(i)
-    keep |= {i for i, n in counts.items() if n >= min_count}
+    keep |= {i for i, n in counts.items() if n >= min_count} | set(always)
     # BPE closure: a kept piece must still be reachable through its merge.
     made_from = {}
     for m in tok_json["model"]["merges"]:
@@ -63,9 +63,6 @@ def choose(tok_json, counts, min_count):
     return sorted(keep)
 
 
-a_lot = 1 << 30
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--min-count", type=int, default=2)
@@ -74,13 +71,13 @@ def main():
     tok = load_tokenizer(BASE_TOKENIZER)
     corpus = list(corpus_texts())
     texts = [normalize(t) if not resp else t for t, resp in corpus]  # responses are targets: kept verbatim
-    counts = collections.Counter()
+    counts, in_responses = collections.Counter(), set()
     for enc, (_, resp) in zip(tok.encode_batch(texts, add_special_tokens=False), corpus):
         counts.update(enc.ids)
         if resp:  # every piece of a training response must stay, or its target would not exist
-            counts.update({i: a_lot for i in enc.ids})
+            in_responses.update(enc.ids)
     tok_json = json.loads(BASE_TOKENIZER.read_text(encoding="utf-8"))
-    keep = choose(tok_json, counts, a.min_count)
+    keep = choose(tok_json, counts, a.min_count, in_responses)
     total = sum(counts.values())
     covered = sum(n for i, n in counts.items() if i in set(keep))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
