@@ -15,13 +15,13 @@ use crate::clock::now_ms;
 use crate::error::{GuardError, Result};
 use crate::guard::ModelFiles;
 use crate::manifest::Manifest;
-use crate::model::guardian::DEFAULT_MAX_CONTEXT;
+use crate::model::guardian::{Cache, DEFAULT_MAX_CONTEXT};
 use crate::model::{GuardianConfig, GuardianModel};
 use crate::policy::Policy;
 use crate::reply::language;
 use crate::text::normalize;
 use crate::tokenizer::{GemmaTokenizer, TextStream};
-use crate::verdict::{Scores, Verdict};
+use crate::verdict::{DecidedBy, Scores, Verdict};
 
 /// Raw-text bytes allowed per query token before tokenizing: Gemma's pre-tokenizer does not split on spaces, so
 /// BPE works on the whole message at once and its cost grows with length; this cap refuses a huge paste before
@@ -66,7 +66,7 @@ pub enum StopReason {
     /// The model ended its turn (<end_of_turn> or <eos>).
     EndOfTurn,
     MaxTokens,
-    /// The callback returned `false`.
+    /// The callback returned `false` (or `Generation::cancel`).
     Cancelled,
 }
 
@@ -275,12 +275,27 @@ impl Guardian {
 
     /// Greedy response in the respond format. `on_token` gets each new piece of text as soon as it is complete
     /// UTF-8 (byte-fallback tokens can split a character); returning `false` stops generation (`Cancelled`).
+    /// A loop over [`Guardian::start`] / [`Generation::next`].
     pub fn respond(
         &self,
         text: &str,
         opts: &RespondOptions,
         mut on_token: impl FnMut(&str) -> bool,
     ) -> Result<Response> {
+        let mut gen = self.start(text, opts)?;
+        while let Some(piece) = gen.next(self)? {
+            if !on_token(&piece) {
+                gen.cancel();
+                break;
+            }
+        }
+        Ok(gen.into_response())
+    }
+
+    /// Begin a greedy response in the respond format (normalise, check length, build the prompt); nothing runs
+    /// until the first [`Generation::next`], which reads the prompt. The caller drives generation one piece at a
+    /// time, so it can stop (cancel) or yield between tokens (the JS API does, so an AbortSignal can fire).
+    pub fn start(&self, text: &str, opts: &RespondOptions) -> Result<Generation> {
         let q = self.query_ids(text)?;
         let ids = &self.ids;
         let mut prompt = Vec::with_capacity(q.len() + 3);
@@ -293,47 +308,16 @@ impl Guardian {
         let max_new = opts
             .max_tokens
             .min(self.config().max_context.saturating_sub(prompt.len()));
-        let mut tokens = Vec::new();
-        let mut out = String::new();
-        if max_new == 0 {
-            return Ok(Response {
-                text: out,
-                tokens,
-                stopped: StopReason::MaxTokens,
-            });
-        }
-        let mut cache = self.model.new_cache();
-        let mut h = self.model.prefill(&mut cache, &prompt)?;
-        let mut stream = TextStream::default();
-        let stopped = loop {
-            let next = argmax(&self.model.logits(&h)?);
-            if ids.stop.contains(&next) {
-                break StopReason::EndOfTurn;
-            }
-            tokens.push(next);
-            let piece = stream.push(&self.tokenizer, next);
-            if !piece.is_empty() {
-                out.push_str(&piece);
-                if !on_token(&piece) {
-                    break StopReason::Cancelled;
-                }
-            }
-            if tokens.len() >= max_new {
-                break StopReason::MaxTokens;
-            }
-            h = self.model.step(&mut cache, next)?;
-        };
-        let tail = stream.finish();
-        if !tail.is_empty() {
-            out.push_str(&tail);
-            if stopped != StopReason::Cancelled {
-                on_token(&tail);
-            }
-        }
-        Ok(Response {
-            text: out,
-            tokens,
-            stopped,
+        Ok(Generation {
+            cache: None,
+            prompt,
+            hidden: None,
+            stream: TextStream::default(),
+            tokens: Vec::new(),
+            text: String::new(),
+            max_new,
+            stopped: (max_new == 0).then_some(StopReason::MaxTokens),
+            flushed: false,
         })
     }
 
@@ -366,14 +350,130 @@ impl Guardian {
                 windows: 1,
             }
         };
-        Ok(Verdict::decide(
+        let mut v = Verdict::decide(
             &s,
             &p,
             language(text),
             &self.model_id(),
             "cpu",
             now_ms() - t0,
-        ))
+        );
+        v.decided_by = DecidedBy::Guardian;
+        Ok(v)
+    }
+}
+
+/// One response being generated (see [`Guardian::start`]). Holds its own KV cache; the model stays shared.
+pub struct Generation {
+    /// Created when the prompt is read (first `next`).
+    cache: Option<Cache>,
+    prompt: Vec<u32>,
+    /// Hidden state whose logits pick the next token (None: step the last token first).
+    hidden: Option<Vec<f32>>,
+    stream: TextStream,
+    tokens: Vec<u32>,
+    text: String,
+    max_new: usize,
+    stopped: Option<StopReason>,
+    /// The stream's dangling tail was released (generation is over).
+    flushed: bool,
+}
+
+impl Generation {
+    /// The next piece of text (complete UTF-8, never empty), or `None` when the response is finished (stop token,
+    /// `max_tokens`, or `cancel`). Each call runs the model for as many tokens as it takes to complete a character
+    /// (usually one; the first call also reads the prompt). Use the same `Guardian` that started it.
+    pub fn next(&mut self, g: &Guardian) -> Result<Option<String>> {
+        loop {
+            if let Some(stopped) = self.stopped {
+                if self.flushed {
+                    return Ok(None);
+                }
+                self.flushed = true;
+                let tail = self.stream.finish();
+                if tail.is_empty() || stopped == StopReason::Cancelled {
+                    self.text.push_str(&tail);
+                    return Ok(None);
+                }
+                self.text.push_str(&tail);
+                return Ok(Some(tail));
+            }
+            let h = match self.hidden.take() {
+                Some(h) => h,
+                None => match (&mut self.cache, self.tokens.last()) {
+                    (Some(cache), Some(&last)) => g.model.step(cache, last)?,
+                    _ => {
+                        let mut cache = g.model.new_cache();
+                        let h = g.model.prefill(&mut cache, &self.prompt)?;
+                        self.cache = Some(cache);
+                        h
+                    }
+                },
+            };
+            let next = argmax(&g.model.logits(&h)?);
+            if g.ids.stop.contains(&next) {
+                self.stopped = Some(StopReason::EndOfTurn);
+                continue;
+            }
+            self.tokens.push(next);
+            let piece = self.stream.push(&g.tokenizer, next);
+            if self.tokens.len() >= self.max_new {
+                self.stopped = Some(StopReason::MaxTokens);
+            }
+            if !piece.is_empty() {
+                self.text.push_str(&piece);
+                return Ok(Some(piece));
+            }
+        }
+    }
+
+    /// Stop here: the response ends `Cancelled` (unless it had already finished and released its last piece).
+    pub fn cancel(&mut self) {
+        if !self.flushed {
+            self.stopped = Some(StopReason::Cancelled);
+        }
+    }
+
+    /// Why it stopped; `None` while it can still produce text.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.stopped.filter(|_| self.is_finished())
+    }
+
+    /// True once `next` has returned `None` (or would, after a cancel).
+    pub fn is_finished(&self) -> bool {
+        self.flushed || self.stopped == Some(StopReason::Cancelled)
+    }
+
+    /// Text released so far (by `next`).
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Generated ids so far (the stop token excluded).
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Prompt length in tokens (control tokens included).
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt.len()
+    }
+
+    /// The response so far. Unfinished generations end `Cancelled`; a dangling partial character is released as
+    /// U+FFFD into `text` (as `respond` does after a cancel).
+    pub fn into_response(mut self) -> Response {
+        if !self.flushed {
+            if self.stopped.is_none() {
+                self.stopped = Some(StopReason::Cancelled);
+            }
+            let tail = self.stream.finish();
+            self.text.push_str(&tail);
+        }
+        Response {
+            text: self.text,
+            tokens: self.tokens,
+            stopped: self.stopped.unwrap_or(StopReason::Cancelled),
+        }
     }
 }
 

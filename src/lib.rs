@@ -2,6 +2,7 @@
 //! sent to a large model. See ARCHITECTURE.md for the map of this crate.
 
 pub mod backend;
+pub mod cascade;
 mod clock;
 pub mod error;
 pub mod guard;
@@ -14,11 +15,12 @@ pub mod text;
 pub mod tokenizer;
 pub mod verdict;
 
+pub use cascade::Band;
 pub use error::{GuardError, Result};
 pub use guard::{BackendChoice, Guard, ModelFiles, ModelInfo};
-pub use guardian::{Guardian, GuardianScore, RespondOptions, Response, StopReason};
+pub use guardian::{Generation, Guardian, GuardianScore, RespondOptions, Response, StopReason};
 pub use policy::{Action, FailMode, Policy};
-pub use verdict::{Scores, Verdict};
+pub use verdict::{CascadeInfo, DecidedBy, Scores, Verdict};
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;

@@ -24,8 +24,14 @@ pub struct Manifest {
     #[serde(default)]
     pub labels: Vec<String>,
     pub categories: Vec<String>,
-    /// Default per-label thresholds (`unsafe` plus each category), chosen on the dev splits.
+    /// Default per-label thresholds (`unsafe` plus each category), chosen on the dev splits. Non-numeric entries
+    /// (the guardian's `cascade_band`) are read into their own fields instead.
+    #[serde(deserialize_with = "numeric_thresholds")]
     pub thresholds: BTreeMap<String, f32>,
+    /// Guardian: `thresholds.cascade_band` = `[low, high]`, the classifier scores (exclusive) that the cascade
+    /// hands to the guardian (chosen on dev by training/guardian/eval.py).
+    #[serde(skip)]
+    pub cascade_band: Option<[f32; 2]>,
     pub files: BTreeMap<String, FileEntry>,
     #[serde(default)]
     pub licence: serde_json::Value,
@@ -85,6 +91,53 @@ pub struct FileEntry {
     pub bytes: u64,
 }
 
+/// `thresholds` keeps its numbers only: the guardian's export also writes `cascade_band: [low, high]` there.
+fn numeric_thresholds<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<BTreeMap<String, f32>, D::Error> {
+    let raw = BTreeMap::<String, serde_json::Value>::deserialize(d)?;
+    let mut out = BTreeMap::new();
+    for (k, v) in raw {
+        match v {
+            serde_json::Value::Number(n) => {
+                out.insert(k, n.as_f64().unwrap_or(f64::NAN) as f32);
+            }
+            _ if k == "cascade_band" => {}
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "threshold `{k}` must be a number, got {other}"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn cascade_band(bytes: &[u8]) -> Result<Option<[f32; 2]>> {
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| GuardError::Manifest(e.to_string()))?;
+    let Some(b) = v.pointer("/thresholds/cascade_band") else {
+        return Ok(None);
+    };
+    let bad = || {
+        GuardError::Manifest(format!(
+            "thresholds.cascade_band must be [low, high] with 0 <= low <= high <= 1, got {b}"
+        ))
+    };
+    let arr = b.as_array().ok_or_else(bad)?;
+    let (Some(low), Some(high), 2) = (
+        arr.first().and_then(|x| x.as_f64()),
+        arr.get(1).and_then(|x| x.as_f64()),
+        arr.len(),
+    ) else {
+        return Err(bad());
+    };
+    if !(0.0..=1.0).contains(&low) || !(0.0..=1.0).contains(&high) || low > high {
+        return Err(bad());
+    }
+    Ok(Some([low as f32, high as f32]))
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     digest.iter().map(|b| format!("{b:02x}")).collect()
@@ -92,8 +145,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 impl Manifest {
     pub fn parse(bytes: &[u8]) -> Result<Self> {
-        let m: Manifest =
+        let mut m: Manifest =
             serde_json::from_slice(bytes).map_err(|e| GuardError::Manifest(e.to_string()))?;
+        m.cascade_band = cascade_band(bytes)?;
         if m.format_version != FORMAT_VERSION {
             return Err(GuardError::Version {
                 found: m.format_version,
@@ -175,16 +229,32 @@ impl Manifest {
                 self.text.max_tokens
             )));
         }
-        let mut needed: Vec<String> = ["<bos>", "<|pred|>", "<|expl|>", "<|force-safety|>", "<|safe|>", "<|unsafe|>"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut needed: Vec<String> = [
+            "<bos>",
+            "<|pred|>",
+            "<|expl|>",
+            "<|force-safety|>",
+            "<|safe|>",
+            "<|unsafe|>",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         needed.extend(self.categories.iter().map(|c| format!("<|cat_{c}|>")));
-        if let Some(n) = needed.iter().find(|n| !self.special_tokens.contains_key(*n)) {
+        if let Some(n) = needed
+            .iter()
+            .find(|n| !self.special_tokens.contains_key(*n))
+        {
             return Err(GuardError::Manifest(format!("special_tokens has no `{n}`")));
         }
-        if let Some((l, t)) = self.thresholds.iter().find(|(_, t)| !(0.0..=1.0).contains(*t)) {
-            return Err(GuardError::Manifest(format!("invalid threshold {t} for `{l}`")));
+        if let Some((l, t)) = self
+            .thresholds
+            .iter()
+            .find(|(_, t)| !(0.0..=1.0).contains(*t))
+        {
+            return Err(GuardError::Manifest(format!(
+                "invalid threshold {t} for `{l}`"
+            )));
         }
         Ok(())
     }

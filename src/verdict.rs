@@ -35,6 +35,39 @@ pub struct Verdict {
     /// Set when the model could not run and the policy's fail mode decided instead.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<VerdictError>,
+    /// Which model's scores decided: the fast `classifier`, or the generative `guardian` (the cascade hands it
+    /// the classifier's uncertain scores; `Guardian::classify` always says `guardian`).
+    #[serde(default)]
+    pub decided_by: DecidedBy,
+    /// Present when the cascade ran (`cascade::refine`): the classifier's score, the guardian's (when it ran)
+    /// and the band.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade: Option<CascadeInfo>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecidedBy {
+    #[default]
+    Classifier,
+    Guardian,
+}
+
+/// How the cascade reached a verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CascadeInfo {
+    /// The classifier's `score` (P(unsafe)).
+    pub classifier_score: f32,
+    /// `name@version` of the classifier.
+    pub classifier_model: String,
+    /// The guardian's P(unsafe), when the classifier's score was inside the band and the guardian ran.
+    pub guardian_score: Option<f32>,
+    /// Scores strictly between `low` and `high` go to the guardian.
+    pub band: crate::cascade::Band,
+    /// Set when the guardian was asked but could not answer (e.g. INPUT_TOO_LONG: it reads at most 512 tokens);
+    /// the classifier's verdict stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardian_error: Option<VerdictError>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,6 +145,8 @@ impl Verdict {
             lang: lang.to_string(),
             reply,
             error: None,
+            decided_by: DecidedBy::Classifier,
+            cascade: None,
         }
     }
 
@@ -159,6 +194,8 @@ impl Verdict {
                 code: code.to_string(),
                 message: message.to_string(),
             }),
+            decided_by: DecidedBy::Classifier,
+            cascade: None,
         }
     }
 }
