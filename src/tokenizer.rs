@@ -174,7 +174,11 @@ impl GemmaTokenizer {
     /// Whole-sequence decode through the tokenizer's own decoder (control ids dropped): what `TextStream` must
     /// reproduce piece by piece.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        let ids: Vec<u32> = ids.iter().copied().filter(|i| !self.control.contains(i)).collect();
+        let ids: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|i| !self.control.contains(i))
+            .collect();
         self.inner
             .decode(&ids, false)
             .map_err(|e| GuardError::Tokenizer(e.to_string()))
@@ -203,7 +207,9 @@ impl TextStream {
                 }
                 Err(e) => {
                     let ok = e.valid_up_to();
-                    out.push_str(std::str::from_utf8(&self.pending[cut..cut + ok]).unwrap_or_default());
+                    out.push_str(
+                        std::str::from_utf8(&self.pending[cut..cut + ok]).unwrap_or_default(),
+                    );
                     cut += ok;
                     match e.error_len() {
                         None => break, // incomplete character at the end: wait for its next bytes

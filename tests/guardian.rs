@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use slm_guard::manifest::sha256_hex;
 use slm_guard::text::normalize;
 use slm_guard::tokenizer::TextStream;
-use slm_guard::{Guardian, GuardError, ModelFiles, Policy, RespondOptions, StopReason};
+use slm_guard::{GuardError, Guardian, ModelFiles, Policy, RespondOptions, StopReason};
 
 const BASE_GGUF: &str = "training/.cache/assets/gemma-3-270m-q4_k_m.gguf";
 const BASE_TOKENIZER: &str = "training/.cache/assets/gemma3-tokenizer.json";
@@ -150,7 +150,11 @@ fn load_setup() -> Result<Setup, String> {
     }
     let weights = std::fs::read(&g).map_err(|e| e.to_string())?;
     let tokenizer = std::fs::read(&t).map_err(|e| e.to_string())?;
-    assert_eq!(sha256_hex(&weights), BASE_SHA256, "{BASE_GGUF} is not the expected file");
+    assert_eq!(
+        sha256_hex(&weights),
+        BASE_SHA256,
+        "{BASE_GGUF} is not the expected file"
+    );
     let manifest = serde_json::to_vec(&base_manifest(&weights, &tokenizer)).unwrap();
     let files = ModelFiles {
         manifest,
@@ -201,7 +205,10 @@ fn floats(v: &Value) -> Vec<f32> {
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// max_diff after removing each vector's mean.
@@ -272,7 +279,10 @@ fn forward_pass_matches_the_pytorch_reference() {
         let dp = (g.unsafe_prob - row["unsafe_prob"].as_f64().unwrap() as f32).abs();
         let dc = max_diff(&g.category_probs, &floats(&row["category_probs"]));
         worst_prob = worst_prob.max(dp).max(dc);
-        assert!(dp <= tol.prob && dc <= tol.prob, "{text:?}: unsafe {dp}, categories {dc}");
+        assert!(
+            dp <= tol.prob && dc <= tol.prob,
+            "{text:?}: unsafe {dp}, categories {dc}"
+        );
         // greedy continuations, teacher-forced on the reference's tokens: at every step the reference's choice
         // must be our best token or within the tolerance of it (a near-tie that rounding may flip); count exact hits
         for key in ["greedy_plain", "greedy_respond"] {
@@ -308,7 +318,10 @@ fn forward_pass_matches_the_pytorch_reference() {
         s.kind,
         rows.len()
     );
-    assert!(greedy_same * 10 >= greedy_total * 8, "greedy agreement {greedy_same}/{greedy_total}");
+    assert!(
+        greedy_same * 10 >= greedy_total * 8,
+        "greedy agreement {greedy_same}/{greedy_total}"
+    );
 }
 
 #[test]
@@ -316,7 +329,8 @@ fn kv_cache_and_sliding_window_agree_with_one_pass() {
     let Some(s) = setup() else { return };
     let m = s.guardian.model();
     // 600 positions: several prefill chunks, local layers' rings wrap (window 512)
-    let text = "The quick brown fox jumps over the lazy dog while 다람쥐 헌 쳇바퀴에 타고파. ".repeat(40);
+    let text =
+        "The quick brown fox jumps over the lazy dog while 다람쥐 헌 쳇바퀴에 타고파. ".repeat(40);
     let mut ids = vec![2];
     ids.extend(s.guardian.tokenizer().encode(&normalize(&text)).unwrap());
     ids.truncate(600);
@@ -333,7 +347,10 @@ fn kv_cache_and_sliding_window_agree_with_one_pass() {
     let scale = h_one.iter().fold(0f32, |a, v| a.max(v.abs()));
     let d = max_diff(&h_one, &h_inc);
     eprintln!("one pass vs incremental: max |diff| {d:.5} (scale {scale:.2})");
-    assert!(d <= s.tol().hidden * scale, "hidden differs by {d} (scale {scale})");
+    assert!(
+        d <= s.tol().hidden * scale,
+        "hidden differs by {d} (scale {scale})"
+    );
     // past the prepared context: an error, not a panic
     let err = m.prefill(&mut inc, &vec![2; 2048]).unwrap_err();
     assert_eq!(err.code(), "INVALID_INPUT");
@@ -418,7 +435,8 @@ fn streamed_text_keeps_split_characters_whole() {
     let text = "안녕하세요 👋🏽 𓀀 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 and 쀍 ok";
     let ids = tok.encode(text).unwrap();
     assert!(
-        ids.iter().any(|&i| tok.piece_bytes(i).len() == 1 && tok.piece_bytes(i)[0] >= 0x80),
+        ids.iter()
+            .any(|&i| tok.piece_bytes(i).len() == 1 && tok.piece_bytes(i)[0] >= 0x80),
         "expected byte-fallback tokens in {ids:?}"
     );
     let mut stream = TextStream::default();
@@ -443,12 +461,16 @@ fn max_tokens_and_cancellation_stop_generation() {
         force_safety: false,
         max_tokens: n,
     };
-    let r = g.respond("Tell me about the history of Seoul.", &opts(3), |_| true).unwrap();
+    let r = g
+        .respond("Tell me about the history of Seoul.", &opts(3), |_| true)
+        .unwrap();
     assert!(r.tokens.len() <= 3);
     if r.stopped == StopReason::MaxTokens {
         assert_eq!(r.tokens.len(), 3);
     }
-    let r0 = g.respond("Tell me about the history of Seoul.", &opts(0), |_| true).unwrap();
+    let r0 = g
+        .respond("Tell me about the history of Seoul.", &opts(0), |_| true)
+        .unwrap();
     assert_eq!((r0.tokens.len(), r0.stopped), (0, StopReason::MaxTokens));
     let mut calls = 0;
     let r = g
@@ -480,7 +502,9 @@ fn bad_input_is_a_typed_error() {
     for text in ["", "   ", "\u{200b}\u{2060}\t\n\u{0007}", "\u{feff}"] {
         let e = g.score(text).unwrap_err();
         assert_eq!(e.code(), "INVALID_INPUT", "{text:?}: {e}");
-        let e = g.respond(text, &RespondOptions::default(), |_| true).unwrap_err();
+        let e = g
+            .respond(text, &RespondOptions::default(), |_| true)
+            .unwrap_err();
         assert_eq!(e.code(), "INVALID_INPUT");
         // the verdict path allows empty text, as the classifier does
         let v = g.classify(text, &Policy::default()).unwrap();
@@ -507,7 +531,9 @@ fn score_and_verdict_are_consistent() {
     assert!((0.0..=1.0).contains(&sc.unsafe_prob));
     assert_eq!(sc.category_probs.len(), 9);
     assert!((sc.category_probs.iter().sum::<f32>() - 1.0).abs() < 1e-4);
-    let v = g.classify("폭탄 만드는 법 알려줘", &Policy::default()).unwrap();
+    let v = g
+        .classify("폭탄 만드는 법 알려줘", &Policy::default())
+        .unwrap();
     assert_eq!(v.score, sc.unsafe_prob);
     assert_eq!(v.category_scores.len(), 9);
     for (i, c) in g.manifest().categories.iter().enumerate() {
@@ -528,7 +554,9 @@ fn tampered_files_are_refused() {
         weights,
         tokenizer: s.files.tokenizer.clone(),
     };
-    let e = Guardian::load(&files).err().expect("tampered weights must not load");
+    let e = Guardian::load(&files)
+        .err()
+        .expect("tampered weights must not load");
     assert_eq!(e.code(), "MODEL_INTEGRITY", "{e}");
     let mut tokenizer = s.files.tokenizer.clone();
     tokenizer.truncate(1000);
@@ -537,7 +565,10 @@ fn tampered_files_are_refused() {
         weights: s.files.weights.clone(),
         tokenizer,
     };
-    assert_eq!(Guardian::load(&files).err().unwrap().code(), "MODEL_INTEGRITY");
+    assert_eq!(
+        Guardian::load(&files).err().unwrap().code(),
+        "MODEL_INTEGRITY"
+    );
     // the classifier's loader points at the right API
     let e = slm_guard::Guard::load(&s.files).err().unwrap();
     assert_eq!(e.code(), "MODEL_MANIFEST");
@@ -551,7 +582,10 @@ fn cli_model_dir(s: &Setup) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("slm-guard-guardian-base-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("manifest.json"), &s.files.manifest).unwrap();
-    for (name, src) in [("model.gguf", BASE_GGUF), ("tokenizer.json", BASE_TOKENIZER)] {
+    for (name, src) in [
+        ("model.gguf", BASE_GGUF),
+        ("tokenizer.json", BASE_TOKENIZER),
+    ] {
         let link = dir.join(name);
         let _ = std::fs::remove_file(&link);
         link_or_copy(&root().join(src), &link);
@@ -573,7 +607,13 @@ fn cli_respond_streams_and_classify_reads_a_guardian_dir() {
     let dir = cli_model_dir(s);
     let bin = env!("CARGO_BIN_EXE_slm-guard");
     let out = Command::new(bin)
-        .args(["respond", "The capital of France is", "--max-tokens", "8", "--model"])
+        .args([
+            "respond",
+            "The capital of France is",
+            "--max-tokens",
+            "8",
+            "--model",
+        ])
         .arg(&dir)
         .output()
         .unwrap();
@@ -587,7 +627,11 @@ fn cli_respond_streams_and_classify_reads_a_guardian_dir() {
         .arg(&dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["score"].as_f64().unwrap() >= 0.0);
     assert_eq!(v["category_scores"].as_object().unwrap().len(), 9);

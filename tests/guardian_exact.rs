@@ -21,7 +21,10 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -42,7 +45,9 @@ fn dequantized_forward_matches_the_reference_exactly() {
     let mut worst = 0f32;
     for row in reference["rows"].as_array().unwrap() {
         let mut cache = m.new_cache();
-        let h = m.prefill(&mut cache, &ids(&row["classify_prompt"])).unwrap();
+        let h = m
+            .prefill(&mut cache, &ids(&row["classify_prompt"]))
+            .unwrap();
         let want: Vec<f32> = row["check_logits"]
             .as_array()
             .unwrap()
@@ -55,7 +60,8 @@ fn dequantized_forward_matches_the_reference_exactly() {
         assert!(d < 2e-3, "{}: logits differ by {d}", row["text"]);
     }
     eprintln!("dequantized forward vs reference: max |logit diff| {worst:.6}");
-    let text = "The quick brown fox jumps over the lazy dog while 다람쥐 헌 쳇바퀴에 타고파. ".repeat(40);
+    let text =
+        "The quick brown fox jumps over the lazy dog while 다람쥐 헌 쳇바퀴에 타고파. ".repeat(40);
     let mut all = vec![2];
     all.extend(tok.encode(&normalize(&text)).unwrap());
     for (n, split) in [(60usize, 50usize), (300, 129), (600, 590)] {

@@ -76,7 +76,8 @@ impl Config {
             vocab: w.shape("token_embd.weight")?.first().copied().unwrap_or(0),
             rms_norm_eps: w.f32("gemma3.attention.layer_norm_rms_epsilon")?,
             sliding_window: u("attention.sliding_window")?,
-            sliding_window_pattern: w.u32_or("gemma3.attention.sliding_window_pattern", 6)? as usize,
+            sliding_window_pattern: w.u32_or("gemma3.attention.sliding_window_pattern", 6)?
+                as usize,
             rope_global_base: w.f32("gemma3.rope.freq_base")?,
             rope_local_base: w.f32_or("gemma3.rope.local_freq_base", 10_000.0)?,
             context_length,
@@ -139,7 +140,9 @@ enum Linear {
 impl Linear {
     fn load(w: &mut GgufWeights, name: &str, out_dim: usize, in_dim: usize) -> Result<Self> {
         if let (GgmlDType::Q8_0, data) = w.raw(name, &[out_dim, in_dim])? {
-            if let Some(lin) = Int8Linear::from_q8_0_blocks(data, out_dim, in_dim, vec![0.0; out_dim]) {
+            if let Some(lin) =
+                Int8Linear::from_q8_0_blocks(data, out_dim, in_dim, vec![0.0; out_dim])
+            {
                 return Ok(Self::Int8(lin));
             }
         }
@@ -174,7 +177,9 @@ impl Embedding {
     fn load(w: &mut GgufWeights, cfg: &Config) -> Result<Self> {
         let (name, shape) = ("token_embd.weight", [cfg.vocab, cfg.hidden]);
         if let (GgmlDType::Q8_0, data) = w.raw(name, &shape)? {
-            if let Some(t) = Int8Linear::from_q8_0_blocks(data, cfg.vocab, cfg.hidden, vec![0.0; cfg.vocab]) {
+            if let Some(t) =
+                Int8Linear::from_q8_0_blocks(data, cfg.vocab, cfg.hidden, vec![0.0; cfg.vocab])
+            {
                 return Ok(Self::Int8(t));
             }
         }
@@ -347,10 +352,12 @@ impl Attention {
         self.q_norm.forward(&mut q);
         self.k_norm.forward(&mut k);
         for (t, row) in q.chunks_exact_mut(qd).enumerate() {
-            row.chunks_exact_mut(d).for_each(|hv| rope.apply(hv, pos0 + t));
+            row.chunks_exact_mut(d)
+                .for_each(|hv| rope.apply(hv, pos0 + t));
         }
         for (t, row) in k.chunks_exact_mut(kvd).enumerate() {
-            row.chunks_exact_mut(d).for_each(|hv| rope.apply(hv, pos0 + t));
+            row.chunks_exact_mut(d)
+                .for_each(|hv| rope.apply(hv, pos0 + t));
         }
         // query_pre_attn_scalar = head_dim for Gemma 3 270M
         let scale = 1.0 / (d as f32).sqrt();
@@ -440,7 +447,12 @@ impl Layer {
         Ok(Self {
             attn_norm: RmsNorm::load(w, &format!("{p}.attn_norm.weight"), h, cfg)?,
             attn: Attention::load(w, &p, i, cfg)?,
-            post_attention_norm: RmsNorm::load(w, &format!("{p}.post_attention_norm.weight"), h, cfg)?,
+            post_attention_norm: RmsNorm::load(
+                w,
+                &format!("{p}.post_attention_norm.weight"),
+                h,
+                cfg,
+            )?,
             ffn_norm: RmsNorm::load(w, &format!("{p}.ffn_norm.weight"), h, cfg)?,
             mlp: Mlp::load(w, &p, cfg)?,
             post_ffw_norm: RmsNorm::load(w, &format!("{p}.post_ffw_norm.weight"), h, cfg)?,
@@ -526,7 +538,9 @@ impl GuardianModel {
             return Err(GuardError::Input("no tokens to run".into()));
         }
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= cfg.vocab) {
-            return Err(GuardError::Input(format!("token id {bad} outside the vocabulary")));
+            return Err(GuardError::Input(format!(
+                "token id {bad} outside the vocabulary"
+            )));
         }
         if cache.pos + ids.len() > cfg.max_context {
             return Err(GuardError::Input(format!(
@@ -543,7 +557,11 @@ impl GuardianModel {
             let s = (h as f32).sqrt();
             x.iter_mut().for_each(|v| *v *= s);
             for (i, (layer, lc)) in self.layers.iter().zip(&mut cache.layers).enumerate() {
-                let rope = if cfg.is_global(i) { &self.rope_global } else { &self.rope_local };
+                let rope = if cfg.is_global(i) {
+                    &self.rope_global
+                } else {
+                    &self.rope_local
+                };
                 layer.forward(&mut x, m, cache.pos, lc, rope)?;
             }
             cache.pos += m;
@@ -563,7 +581,9 @@ impl GuardianModel {
     pub fn logits_for(&self, hidden: &[f32], ids: &[u32]) -> Result<Vec<f32>> {
         let h = self.config.hidden;
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.config.vocab) {
-            return Err(GuardError::Input(format!("token id {bad} outside the vocabulary")));
+            return Err(GuardError::Input(format!(
+                "token id {bad} outside the vocabulary"
+            )));
         }
         let rows = self.embed.rows(ids, h)?;
         Ok(rows.chunks_exact(h).map(|r| ops::dot(hidden, r)).collect())

@@ -64,7 +64,10 @@ impl Int8Linear {
     /// from the same int8 table its output head multiplies with.
     pub fn row_into(&self, r: usize, out: &mut [f32]) {
         let s = self.scales[r];
-        for (o, &w) in out.iter_mut().zip(&self.weights[r * self.k..(r + 1) * self.k]) {
+        for (o, &w) in out
+            .iter_mut()
+            .zip(&self.weights[r * self.k..(r + 1) * self.k])
+        {
             *o = w as f32 * s;
         }
     }

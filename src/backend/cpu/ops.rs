@@ -229,7 +229,9 @@ mod tests {
         let mut x = vec![3.0f32, -4.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0];
         rms_norm(&mut x, &[1.0, 2.0, 1.0, 1.0], 0.0);
         // rms of the first row is 2.5
-        assert!((x[0] - 1.2).abs() < 1e-6 && (x[1] + 3.2).abs() < 1e-6 && (x[4] - 1.0).abs() < 1e-6);
+        assert!(
+            (x[0] - 1.2).abs() < 1e-6 && (x[1] + 3.2).abs() < 1e-6 && (x[4] - 1.0).abs() < 1e-6
+        );
         let mut g = vec![-3.0f32, 0.0, 1.0, 3.0];
         gelu_tanh(&mut g);
         for (got, want) in g.iter().zip([-0.003_637_4f32, 0.0, 0.841_192, 2.996_363]) {
