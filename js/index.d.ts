@@ -10,7 +10,7 @@ export type Action = 'block' | 'flag' | 'allow';
 export type ErrorCode =
   | 'MODEL_INTEGRITY' | 'MODEL_MANIFEST' | 'MODEL_VERSION' | 'MODEL_WEIGHTS' | 'MODEL_TOKENIZER'
   | 'INPUT_TOO_LONG' | 'INVALID_INPUT' | 'INVALID_POLICY' | 'BACKEND_UNAVAILABLE' | 'INFERENCE_FAILED'
-  | 'DISPOSED' | 'IO' | 'NETWORK' | 'WORKER' | 'INTERNAL';
+  | 'DISPOSED' | 'IO' | 'NETWORK' | 'WORKER' | 'INTERNAL' | 'NO_GUARDIAN';
 
 export class GuardError extends Error {
   readonly code: ErrorCode;
@@ -60,6 +60,75 @@ export interface Verdict {
   reply?: string;
   /** Present when the model could not run and the fail mode decided. */
   error?: { code: ErrorCode; message: string };
+  /** Which model's scores made this verdict. */
+  decided_by: 'classifier' | 'guardian';
+  /** Present when a guardian is attached and the cascade ran. */
+  cascade?: CascadeInfo;
+}
+
+/** Classifier scores strictly between `low` and `high` go to the guardian. */
+export interface Band {
+  low: number;
+  high: number;
+}
+
+export interface CascadeInfo {
+  classifier_score: number;
+  classifier_model: string;
+  /** The guardian's P(unsafe), when it ran. */
+  guardian_score: number | null;
+  band: Band;
+  /** The guardian was asked but could not answer (e.g. INPUT_TOO_LONG); the classifier's verdict stands. */
+  guardian_error?: { code: ErrorCode; message: string };
+}
+
+export interface RespondOptions {
+  /** Operator override: answer carefully even when the message looks benign (<|force-safety|>). */
+  forceSafety?: boolean;
+  /** Most tokens to generate, 1..4096 (default 256). */
+  maxTokens?: number;
+  /** Abort to stop generating: the promise resolves with the text so far and `stopped: 'cancelled'`. */
+  signal?: AbortSignal;
+  /** Each new piece of text (whole UTF-8 characters), as it is generated. */
+  onToken?: (piece: string) => void;
+}
+
+export interface GuardianResponse {
+  text: string;
+  stopped: 'end_of_turn' | 'max_tokens' | 'cancelled';
+  prompt_tokens: number;
+  generated_tokens: number;
+  max_tokens: number;
+  force_safety: boolean;
+  /** Language detected in the response. */
+  lang: 'ko' | 'en';
+  model: string;
+  timing_ms: number;
+  /** Prompt read + first piece. */
+  first_token_ms: number | null;
+  /** Decode speed after the first token. */
+  tokens_per_s: number;
+}
+
+export interface GuardianInfo {
+  model: string;
+  version: string;
+  vocab: number;
+  layers: number;
+  hidden: number;
+  context: number;
+  max_tokens: number;
+  categories: Category[];
+  special_tokens: Record<string, number>;
+  /** The band from the guardian's manifest (chosen on dev). */
+  cascade_band: Band;
+  /** What `classify` uses: null (cascade off), 'manifest' (cascade_band) or the band given at load. */
+  cascade: Band | 'manifest' | null;
+  weights_bytes: number;
+  tokenizer_bytes: number;
+  load_ms: number;
+  loadMs: number;
+  fromCache: Record<string, boolean>;
 }
 
 export interface ProgressEvent {
@@ -86,6 +155,18 @@ export interface LoadOptions {
   revalidate?: boolean;
   /** The wasm module (edge workers import it as a module), its bytes or URL. Default: next to this file. */
   wasm?: WebAssembly.Module | BufferSource | string | URL;
+  /** A guardian model directory (URL, path or bytes) to load as well: enables `respond` and the cascade. */
+  guardian?: string | URL | ModelBytes;
+  /** With a guardian: true (default, the manifest's band), false (classifier only) or an explicit band. */
+  cascade?: boolean | Band;
+}
+
+export interface GuardianLoadOptions {
+  model: string | URL | ModelBytes;
+  onProgress?: (e: ProgressEvent) => void;
+  cache?: boolean;
+  revalidate?: boolean;
+  cascade?: boolean | Band;
 }
 
 export interface ModelInfo {
@@ -111,12 +192,22 @@ export interface ModelInfo {
   load_ms: number;
   loadMs: number;
   fromCache: Record<string, boolean>;
+  guardian: GuardianInfo | null;
 }
 
 export class Guard {
   static load(options: LoadOptions): Promise<Guard>;
+  /** With a guardian attached, the cascade (see `Verdict.decided_by` / `cascade`). */
   classify(text: string, policy?: Policy): Promise<Verdict>;
+  /** The classifier's verdicts (no cascade). */
   classifyBatch(texts: string[], policy?: Policy): Promise<Verdict[]>;
+  /** Load the guardian later (it is large); replaces one attached before. */
+  attachGuardian(options: GuardianLoadOptions): Promise<GuardianInfo>;
+  detachGuardian(): void;
+  /** The guardian's safe response, streamed and cancellable. Rejects with NO_GUARDIAN when none is loaded. */
+  respond(text: string, options?: RespondOptions): Promise<GuardianResponse>;
+  /** The guardian's own verdict, without the classifier. */
+  classifyWithGuardian(text: string, policy?: Policy): Promise<Verdict>;
   /** The fail-mode verdict for an error; `text` picks the reply language. */
   failVerdict(error: unknown, text?: string, policy?: Policy): Verdict;
   info(): ModelInfo;
@@ -127,6 +218,8 @@ export interface GuardWorker {
   ready: Promise<ModelInfo>;
   classify(text: string, policy?: Policy): Promise<Verdict>;
   classifyBatch(texts: string[], policy?: Policy): Promise<Verdict[]>;
+  attachGuardian(options: Omit<GuardianLoadOptions, 'onProgress'>): Promise<GuardianInfo>;
+  respond(text: string, options?: RespondOptions): Promise<GuardianResponse>;
   info(): Promise<ModelInfo>;
   dispose(): Promise<void>;
   terminate(): void;

@@ -1,6 +1,6 @@
 // slm-guard JavaScript API: a thin layer over the Rust core (compiled to wasm). It fetches, caches and hands the
 // model files to Rust; verification, inference and policy are all Rust.
-import init, { initSync, WasmGuard, normalizeText, checkPolicy as wasmCheckPolicy, unavailableVerdict as wasmUnavailable } from './slm_guard.js';
+import init, { initSync, WasmGuard, WasmGuardian, normalizeText, checkPolicy as wasmCheckPolicy, unavailableVerdict as wasmUnavailable } from './slm_guard.js';
 
 const CACHE_NAME = 'slm-guard-models-v1';
 const FILES = ['model.gguf', 'tokenizer.json'];
@@ -179,9 +179,75 @@ function resolveBase(model) {
   }
 }
 
+/**
+ * A model directory's files (manifest, weights, tokenizer) from a URL (cache-first, with progress), a local path
+ * (Node, Deno) or bytes. `commit()` caches what was fetched: call it only after Rust verified the files.
+ */
+async function loadModelFiles(model, { cache, revalidate, onProgress }) {
+  if (typeof model === 'object' && !(model instanceof URL) && 'weights' in model) {
+    const files = { manifest: asBytes(model.manifest, 'manifest'), weights: asBytes(model.weights, 'weights'), tokenizer: asBytes(model.tokenizer, 'tokenizer') };
+    return { files, fromCache: {}, commit: async () => {} };
+  }
+  if (isLocalPath(model)) {
+    const base = model instanceof URL ? new URL(model.href.replace(/\/?$/, '/')) : String(model);
+    const files = { manifest: await readLocal(base, 'manifest.json'), weights: await readLocal(base, 'model.gguf'), tokenizer: await readLocal(base, 'tokenizer.json') };
+    return { files, fromCache: {}, commit: async () => {} };
+  }
+  const base = resolveBase(model);
+  const cacheHandle = await openCache(cache);
+  const manifestBytes = await loadManifest(base, cacheHandle, revalidate);
+  const manifest = parseManifest(manifestBytes);
+  const got = {};
+  const fromCache = {};
+  for (const name of FILES) {
+    const entry = manifest.files?.[name];
+    if (!entry?.sha256) throw new GuardError('MODEL_MANIFEST', `manifest has no sha256 for ${name}`);
+    got[name] = await loadFile(base, name, entry, cacheHandle, onProgress);
+    fromCache[name] = got[name].fromCache;
+  }
+  const files = { manifest: manifestBytes, weights: got['model.gguf'].bytes, tokenizer: got['tokenizer.json'].bytes };
+  const commit = async () => {
+    for (const name of FILES) {
+      const g = got[name];
+      if (g.fromCache) continue;
+      let stored = false;
+      if (cacheHandle) stored = await cacheHandle.put(g.key, new Response(g.bytes)).then(() => true, () => false);
+      if (!stored) memoryCache.set(manifest.files[name].sha256, g.bytes);
+    }
+  };
+  return { files, fromCache, commit };
+}
+
+function checkCascade(cascade) {
+  if (cascade === true || cascade === false) return;
+  const ok = cascade && typeof cascade === 'object' && Number.isFinite(cascade.low) && Number.isFinite(cascade.high)
+    && cascade.low >= 0 && cascade.low <= cascade.high && cascade.high <= 1;
+  if (!ok) throw new GuardError('INVALID_POLICY', 'cascade must be true, false or {low, high} with 0 <= low <= high <= 1');
+}
+
+/** A macrotask boundary (timers, abort events and input run), cheaper than setTimeout's clamped delay. */
+function yieldToEventLoop() {
+  if (typeof globalThis.scheduler?.yield === 'function') return globalThis.scheduler.yield();
+  if (typeof setImmediate === 'function') return new Promise((r) => setImmediate(r));
+  if (typeof MessageChannel === 'function') {
+    return new Promise((r) => {
+      const ch = new MessageChannel();
+      ch.port1.onmessage = () => {
+        ch.port1.close();
+        r();
+      };
+      ch.port2.postMessage(null);
+    });
+  }
+  return new Promise((r) => setTimeout(r, 0));
+}
+
 export class Guard {
   #inner;
   #loadInfo;
+  #guardian = null;
+  #guardianLoad = null;
+  #cascade = true;
 
   constructor(inner, loadInfo) {
     this.#inner = inner;
@@ -192,70 +258,139 @@ export class Guard {
    * Load a model. `model`: base URL of a model directory (manifest.json, model.gguf, tokenizer.json), a local path
    * (Node, Deno), or `{ manifest, weights, tokenizer }` bytes.
    */
-  static async load({ model, backend = 'auto', onProgress, cache = true, revalidate = true, wasm } = {}) {
+  static async load({ model, backend = 'auto', onProgress, cache = true, revalidate = true, wasm, guardian, cascade = true } = {}) {
     if (!['auto', 'cpu', 'webgpu'].includes(backend)) {
       throw new GuardError('INVALID_INPUT', `backend must be 'auto', 'cpu' or 'webgpu', got ${backend}`);
     }
     if (model === undefined || model === null) throw new GuardError('INVALID_INPUT', 'model is required');
     await initWasm(wasm);
     const t0 = Date.now();
-    let files;
-    const fromCache = {};
-    let cacheHandle = null;
-    let keys = [];
-    if (typeof model === 'object' && !(model instanceof URL) && 'weights' in model) {
-      files = { manifest: asBytes(model.manifest, 'manifest'), weights: asBytes(model.weights, 'weights'), tokenizer: asBytes(model.tokenizer, 'tokenizer') };
-    } else if (isLocalPath(model)) {
-      const base = model instanceof URL ? new URL(model.href.replace(/\/?$/, '/')) : String(model);
-      files = { manifest: await readLocal(base, 'manifest.json'), weights: await readLocal(base, 'model.gguf'), tokenizer: await readLocal(base, 'tokenizer.json') };
-    } else {
-      const base = resolveBase(model);
-      cacheHandle = await openCache(cache);
-      const manifestBytes = await loadManifest(base, cacheHandle, revalidate);
-      const manifest = parseManifest(manifestBytes);
-      const got = {};
-      for (const name of FILES) {
-        const entry = manifest.files?.[name];
-        if (!entry?.sha256) throw new GuardError('MODEL_MANIFEST', `manifest has no sha256 for ${name}`);
-        got[name] = await loadFile(base, name, entry, cacheHandle, onProgress);
-        fromCache[name] = got[name].fromCache;
-      }
-      files = { manifest: manifestBytes, weights: got['model.gguf'].bytes, tokenizer: got['tokenizer.json'].bytes };
-      keys = FILES.map((n) => [got[n], manifest.files[n].sha256]);
-    }
+    const got = await loadModelFiles(model, { cache, revalidate, onProgress });
     let inner;
     try {
       // 'auto' tries WebGPU only where navigator.gpu exists (browsers; not Node, Deno's CPU or workerd)
       const gpu = backend !== 'cpu' && typeof navigator !== 'undefined' && navigator.gpu;
+      const f = got.files;
       inner = gpu || backend === 'webgpu'
-        ? await WasmGuard.create(files.manifest, files.weights, files.tokenizer, backend)
-        : new WasmGuard(files.manifest, files.weights, files.tokenizer);
+        ? await WasmGuard.create(f.manifest, f.weights, f.tokenizer, backend)
+        : new WasmGuard(f.manifest, f.weights, f.tokenizer);
     } catch (e) {
       rethrow(e);
     }
-    // only verified files are cached
-    for (const [g, sha] of keys) {
-      if (g.fromCache) continue;
-      let stored = false;
-      if (cacheHandle) {
-        stored = await cacheHandle.put(g.key, new Response(g.bytes)).then(() => true, () => false);
+    await got.commit(); // only verified files are cached
+    const g = new Guard(inner, { fromCache: got.fromCache, loadMs: Date.now() - t0, requestedBackend: backend });
+    if (guardian !== undefined && guardian !== null) {
+      try {
+        await g.attachGuardian({ model: guardian, onProgress, cache, revalidate, cascade });
+      } catch (e) {
+        g.dispose();
+        throw e;
       }
-      if (!stored) memoryCache.set(sha, g.bytes);
     }
-    return new Guard(inner, { fromCache, loadMs: Date.now() - t0, requestedBackend: backend });
+    return g;
   }
 
-  /** Verdict for one message. `policy`: thresholds, actions, sensitivity, fail mode (all optional). */
+  /**
+   * Load the generative guardian next to the classifier (it can come later: it is ~140 MB). Afterwards `respond`
+   * works and `classify` runs the cascade unless `cascade` is false (`{low, high}`: the uncertain band; default
+   * the guardian manifest's). Replaces a guardian attached before.
+   */
+  async attachGuardian({ model, onProgress, cache = true, revalidate = true, cascade = true } = {}) {
+    this.#live();
+    if (model === undefined || model === null) throw new GuardError('INVALID_INPUT', 'guardian model is required');
+    checkCascade(cascade);
+    const t0 = Date.now();
+    const got = await loadModelFiles(model, { cache, revalidate, onProgress });
+    let guardian;
+    try {
+      guardian = new WasmGuardian(got.files.manifest, got.files.weights, got.files.tokenizer);
+    } catch (e) {
+      rethrow(e);
+    }
+    await got.commit();
+    this.detachGuardian();
+    this.#guardian = guardian;
+    this.#cascade = cascade;
+    this.#guardianLoad = { fromCache: got.fromCache, loadMs: Date.now() - t0 };
+    return this.#guardianInfo();
+  }
+
+  /** Drop the guardian (frees its memory); `classify` is the classifier's alone again. */
+  detachGuardian() {
+    if (this.#guardian) {
+      this.#guardian.dispose();
+      this.#guardian.free();
+      this.#guardian = null;
+    }
+  }
+
+  /**
+   * The guardian's safe response to `text`, streamed: `onToken(piece)` gets each piece of text as it is generated.
+   * Greedy; stops at the end of the model's turn or after `maxTokens` (default 256). `forceSafety` asks for the
+   * careful answer even when the message looks benign. `signal` (AbortSignal) cancels: the promise then resolves
+   * with what was generated and `stopped: 'cancelled'`. Errors: NO_GUARDIAN, INPUT_TOO_LONG, INVALID_INPUT.
+   */
+  async respond(text, { forceSafety = false, maxTokens, signal, onToken } = {}) {
+    if (typeof text !== 'string') throw new GuardError('INVALID_INPUT', 'text must be a string');
+    if (maxTokens !== undefined && !(Number.isInteger(maxTokens) && maxTokens > 0 && maxTokens <= 4096)) {
+      throw new GuardError('INVALID_INPUT', `maxTokens must be an integer in 1..4096, got ${maxTokens}`);
+    }
+    if (onToken !== undefined && typeof onToken !== 'function') throw new GuardError('INVALID_INPUT', 'onToken must be a function');
+    const guardian = this.#requireGuardian();
+    let gen;
+    try {
+      gen = guardian.start(text, !!forceSafety, maxTokens ?? 0);
+    } catch (e) {
+      rethrow(e);
+    }
+    try {
+      for (;;) {
+        if (signal?.aborted) {
+          gen.cancel();
+          break;
+        }
+        const piece = gen.next();
+        if (piece === undefined) break;
+        onToken?.(piece);
+        await yieldToEventLoop(); // lets an abort, a click or a repaint in between two tokens
+      }
+      return gen.finish();
+    } catch (e) {
+      rethrow(e);
+    } finally {
+      gen.free();
+    }
+  }
+
+  /** Verdict for one message. `policy`: thresholds, actions, sensitivity, fail mode (all optional). With a guardian
+   * attached (and `cascade` not false) the classifier decides clear cases and the guardian the uncertain band;
+   * the verdict's `decided_by` says which, `cascade` carries both scores. */
   async classify(text, policy) {
     if (typeof text !== 'string') throw new GuardError('INVALID_INPUT', 'text must be a string');
     try {
+      if (this.#guardian && this.#cascade !== false) {
+        const band = typeof this.#cascade === 'object' ? this.#cascade : undefined;
+        return await this.#live().classifyCascadeAsync(text, policy, this.#guardian, band);
+      }
       return await this.#live().classifyAsync(text, policy);
     } catch (e) {
       rethrow(e);
     }
   }
 
-  /** One verdict per message; a message that cannot be scored gets the fail-mode verdict with `error` set. */
+  /** The guardian's own verdict (the classify format on the generative model), without the classifier. */
+  async classifyWithGuardian(text, policy) {
+    if (typeof text !== 'string') throw new GuardError('INVALID_INPUT', 'text must be a string');
+    const guardian = this.#requireGuardian();
+    try {
+      return guardian.classify(text, policy);
+    } catch (e) {
+      rethrow(e);
+    }
+  }
+
+  /** One verdict per message (the classifier's: batches skip the cascade); a message that cannot be scored gets
+   * the fail-mode verdict with `error` set. */
   async classifyBatch(texts, policy) {
     if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string')) {
       throw new GuardError('INVALID_INPUT', 'texts must be an array of strings');
@@ -275,10 +410,11 @@ export class Guard {
   /** Model name, version, backend (the one that runs the next call: it turns to 'cpu' if the GPU was lost),
    * adapter, calibration, labels, default thresholds, sizes, load time and cache use. */
   info() {
-    return { ...this.#live().info(), ...this.#loadInfo };
+    return { ...this.#live().info(), ...this.#loadInfo, guardian: this.#guardian ? this.#guardianInfo() : null };
   }
 
   dispose() {
+    this.detachGuardian();
     if (this.#inner) {
       this.#inner.dispose();
       this.#inner.free();
@@ -289,6 +425,18 @@ export class Guard {
   #live() {
     if (!this.#inner) throw new GuardError('DISPOSED', 'this Guard was disposed');
     return this.#inner;
+  }
+
+  #requireGuardian() {
+    this.#live();
+    if (!this.#guardian) {
+      throw new GuardError('NO_GUARDIAN', 'no guardian model is loaded: pass `guardian` to Guard.load or call attachGuardian');
+    }
+    return this.#guardian;
+  }
+
+  #guardianInfo() {
+    return { ...this.#guardian.info(), ...this.#guardianLoad, cascade: this.#cascade === false ? null : (typeof this.#cascade === 'object' ? this.#cascade : 'manifest') };
   }
 }
 
@@ -325,6 +473,7 @@ export function createGuardWorker(options = {}) {
     if (data.type === 'progress') return onProgress?.(data.event);
     const p = pending.get(data.id);
     if (!p) return;
+    if (data.type === 'token') return p.onToken?.(data.piece);
     pending.delete(data.id);
     if (data.error) p.reject(new GuardError(data.error.code, data.error.message));
     else p.resolve(data.result);
@@ -333,17 +482,31 @@ export function createGuardWorker(options = {}) {
     for (const p of pending.values()) p.reject(new GuardError('WORKER', e.message || 'worker failed'));
     pending.clear();
   };
-  const call = (method, ...args) =>
-    new Promise((resolve, reject) => {
-      const id = next++;
-      pending.set(id, { resolve, reject });
+  const send = (method, args, extra = {}) => {
+    const id = next++;
+    const promise = new Promise((resolve, reject) => {
+      pending.set(id, { resolve, reject, ...extra });
       worker.postMessage({ id, method, args });
     });
-  const ready = call('load', { ...rest, model: rest.model instanceof URL ? rest.model.href : rest.model });
+    return { id, promise };
+  };
+  const call = (method, ...args) => send(method, args).promise;
+  const ready = call('load', { ...rest, model: rest.model instanceof URL ? rest.model.href : rest.model,
+    guardian: rest.guardian instanceof URL ? rest.guardian.href : rest.guardian });
   return {
     ready,
     classify: (text, policy) => ready.then(() => call('classify', text, policy)),
     classifyBatch: (texts, policy) => ready.then(() => call('classifyBatch', texts, policy)),
+    attachGuardian: (opts) => ready.then(() => call('attachGuardian', { ...opts, model: opts.model instanceof URL ? opts.model.href : opts.model, onProgress: undefined })),
+    respond: (text, { signal, onToken, ...opts } = {}) =>
+      ready.then(() => {
+        const { id, promise } = send('respond', [text, opts], { onToken });
+        if (signal) {
+          if (signal.aborted) worker.postMessage({ method: 'abort', args: [id] });
+          else signal.addEventListener('abort', () => worker.postMessage({ method: 'abort', args: [id] }), { once: true });
+        }
+        return promise;
+      }),
     info: () => ready.then(() => call('info')),
     dispose: () => ready.then(() => call('dispose')).finally(() => worker.terminate()),
     terminate: () => worker.terminate(),

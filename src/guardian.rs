@@ -78,6 +78,26 @@ pub struct Response {
     pub stopped: StopReason,
 }
 
+/// What a loaded guardian is (for `info()` in the JS API and the CLI).
+#[derive(Debug, Clone, Serialize)]
+pub struct GuardianInfo {
+    pub model: String,
+    pub version: String,
+    pub vocab: usize,
+    pub layers: usize,
+    pub hidden: usize,
+    /// Positions prepared for prompt + response.
+    pub context: usize,
+    /// Longest query in tokens.
+    pub max_tokens: usize,
+    pub categories: Vec<String>,
+    pub special_tokens: std::collections::BTreeMap<String, u32>,
+    pub cascade_band: crate::cascade::Band,
+    pub weights_bytes: u64,
+    pub tokenizer_bytes: u64,
+    pub load_ms: f64,
+}
+
 /// Control ids, resolved from the manifest once.
 struct ControlIds {
     bos: u32,
@@ -198,6 +218,26 @@ impl Guardian {
 
     pub fn tokenizer(&self) -> &GemmaTokenizer {
         &self.tokenizer
+    }
+
+    pub fn info(&self) -> GuardianInfo {
+        let m = &self.manifest;
+        let bytes = |f: &str| m.files.get(f).map(|e| e.bytes).unwrap_or(0);
+        GuardianInfo {
+            model: m.name.clone(),
+            version: m.version.clone(),
+            vocab: self.config().vocab,
+            layers: self.config().layers,
+            hidden: self.config().hidden,
+            context: self.config().max_context,
+            max_tokens: self.max_tokens,
+            categories: m.categories.clone(),
+            special_tokens: m.special_tokens.clone(),
+            cascade_band: crate::cascade::Band::from_manifest(m),
+            weights_bytes: bytes("model.gguf"),
+            tokenizer_bytes: bytes("tokenizer.json"),
+            load_ms: self.load_ms,
+        }
     }
 
     /// `name@version`, as in verdicts.

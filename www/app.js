@@ -4,6 +4,7 @@
 import { createGuardWorker, Guard } from '/pkg/index.js';
 
 const MODEL_URL = '/models/classifier/';
+const GUARDIAN_URL = '/models/guardian/';
 const CATEGORIES = ['hate', 'harassment', 'violence', 'sexual', 'sexual_minors', 'self_harm', 'crime', 'privacy', 'prompt_attack'];
 const ACTIONS = ['block', 'flag', 'allow'];
 const DEBOUNCE_MS = 250;
@@ -28,6 +29,17 @@ const I18N = {
     'model.fromCache': 'Loaded from the browser cache: nothing was downloaded.',
     'model.fromNetwork': 'Downloaded from the network and stored in the browser cache for the next visit.',
     'model.partCache': 'Partly from the browser cache: {files}.',
+    'guardian.heading': 'Guardian (writes the safe reply)',
+    'guardian.help': "Optional: Gemma 3 270M fine-tuned for safety. Blocked messages get a reply it writes here, in the message's language, and the classifier's unsure cases go to it (cascade).",
+    'guardian.load': 'Load the guardian',
+    'guardian.loading': 'Downloading and verifying the guardian… {pct}%',
+    'guardian.ready': 'Guardian ready ({mb} MB, loaded in {s} s). Cascade band {low}–{high}.',
+    'guardian.error': 'The guardian could not load ({code}): {message}. Blocked messages keep the built-in reply.',
+    'guardian.writing': 'The guardian is writing a reply…',
+    'guardian.wrote': 'Written by the guardian on this device ({n} tokens, {tps} tokens/s).',
+    'verdict.decidedBy': 'Decided by',
+    'decided.classifier': 'classifier',
+    'decided.guardian': 'guardian (cascade)',
     'model.cached': 'from cache',
     'model.loadedIn': 'ready in {ms} ms',
     'info.model': 'Model',
@@ -152,6 +164,17 @@ const I18N = {
     'model.fromCache': '브라우저 캐시에서 불러왔습니다: 다운로드한 파일이 없습니다.',
     'model.fromNetwork': '네트워크에서 다운로드했고, 다음 방문을 위해 브라우저 캐시에 저장했습니다.',
     'model.partCache': '일부는 브라우저 캐시에서 불러왔습니다: {files}.',
+    'guardian.heading': '가디언 (안전 응답 작성)',
+    'guardian.help': '선택 사항: 안전용으로 미세 조정한 Gemma 3 270M. 차단된 메시지에는 가디언이 메시지 언어로 직접 쓴 응답이 표시되고, 분류기가 확신하지 못하는 경우는 가디언이 판단합니다(캐스케이드).',
+    'guardian.load': '가디언 불러오기',
+    'guardian.loading': '가디언을 내려받고 검증하는 중… {pct}%',
+    'guardian.ready': '가디언 준비됨 ({mb} MB, {s}초 만에 로드). 캐스케이드 구간 {low}–{high}.',
+    'guardian.error': '가디언을 불러오지 못했습니다 ({code}): {message}. 차단된 메시지는 기본 응답을 유지합니다.',
+    'guardian.writing': '가디언이 응답을 작성하는 중…',
+    'guardian.wrote': '이 기기에서 가디언이 작성함 ({n}개 토큰, 초당 {tps}개).',
+    'verdict.decidedBy': '판단한 모델',
+    'decided.classifier': '분류기',
+    'decided.guardian': '가디언 (캐스케이드)',
     'model.cached': '캐시',
     'model.loadedIn': '{ms} ms 만에 준비',
     'info.model': '모델',
@@ -389,6 +412,7 @@ const state = {
   webgpu: { build: 'unknown', browser: 'unknown' },
   bench: null,
   benchRunning: false,
+  guardian: { state: 'off', info: null, error: null, loaded: 0, total: 0 },
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -427,6 +451,7 @@ function applyLang(lang) {
 // Model loading
 // ---------------------------------------------------------------------------------------------------------------
 function onProgress({ file, loaded, total, fromCache }) {
+  if (state.guardian.state === 'loading') return guardianProgress({ file, loaded, total });
   state.files.set(file, { loaded, total: total || loaded, fromCache });
   renderProgress();
 }
@@ -493,6 +518,8 @@ async function loadModel() {
     buildPolicyRows();
     renderPolicyJson();
     document.body.dataset.modelReady = 'true';
+    renderGuardian();
+    if (new URLSearchParams(location.search).has('guardian')) loadGuardian();
     tid('model-card').dataset.ready = '';
     const text = currentText();
     if (text) requestCheck(text, 'live');
@@ -754,11 +781,12 @@ function appendChat(text, v) {
         el('strong', {}, i18nSpan('chat.guard')),
         el('span', { class: 'muted', text: ` · ${time}` })),
       el('p', { class: 'msg-note' }, i18nSpan('chat.blocked', { categoryId: v.category ?? null })),
-      el('p', { class: 'msg-reply', lang: v.lang, dataset: { testid: 'safe-reply' }, text: v.reply ?? '' }),
+      el('p', { class: 'msg-reply', lang: v.lang, dataset: { testid: 'safe-reply', source: 'builtin' }, text: v.reply ?? '' }),
       el('details', { class: 'msg-original' },
         el('summary', {}, i18nSpan('chat.original')),
         el('p', { class: 'struck', text })));
     log.append(bubble);
+    if (state.guardian.state === 'ready') streamGuardianReply(bubble, text, v);
   } else {
     const user = el('div', { class: `msg msg-user${v.action === 'flag' ? ' is-flagged' : ''}`, dataset: { testid: 'msg-user', action: v.action, lang: v.lang } },
       el('div', { class: 'msg-meta' }, el('strong', {}, i18nSpan('chat.you')), el('span', { class: 'muted', text: ` · ${time}` })),
@@ -768,6 +796,87 @@ function appendChat(text, v) {
     log.append(user, echo);
   }
   log.scrollTop = log.scrollHeight;
+}
+
+// The guardian writes the blocked message's reply on the device, streamed into the bubble; the built-in reply
+// stays if it fails.
+async function streamGuardianReply(bubble, text, v) {
+  const reply = $('.msg-reply', bubble);
+  const note = el('p', { class: 'msg-note muted', dataset: { testid: 'guardian-note' } }, i18nSpan('guardian.writing'));
+  reply.after(note);
+  reply.dataset.source = 'guardian';
+  reply.dataset.streaming = 'true';
+  reply.textContent = '';
+  try {
+    const r = await state.worker.respond(text, {
+      forceSafety: !!state.policy.force_safety,
+      maxTokens: 160,
+      onToken: (piece) => {
+        reply.textContent += piece;
+        chatLog().scrollTop = chatLog().scrollHeight;
+      },
+    });
+    reply.textContent = r.text.trim() || v.reply || '';
+    reply.lang = r.lang;
+    reply.dataset.stopped = r.stopped;
+    note.replaceChildren(i18nSpan('guardian.wrote', { n: r.generated_tokens, tps: r.tokens_per_s.toFixed(1) }));
+  } catch (e) {
+    reply.textContent = v.reply ?? '';
+    reply.dataset.source = 'builtin';
+    note.replaceChildren(i18nSpan('guardian.error', { code: e.code ?? 'ERROR', message: e.message ?? String(e) }));
+  } finally {
+    delete reply.dataset.streaming;
+    bubble.dataset.done = 'true';
+  }
+}
+
+function guardianProgress({ file, loaded, total }) {
+  const g = state.guardian;
+  g.files = g.files ?? {};
+  g.files[file] = { loaded, total: total || loaded };
+  g.loaded = Object.values(g.files).reduce((a, f) => a + f.loaded, 0);
+  g.total = Math.max(g.expected ?? 0, Object.values(g.files).reduce((a, f) => a + f.total, 0));
+  renderGuardian();
+}
+
+async function loadGuardian() {
+  const g = state.guardian;
+  if (!state.ready || g.state === 'loading' || g.state === 'ready') return;
+  Object.assign(g, { state: 'loading', error: null, loaded: 0, total: 0, files: {}, start: performance.now() });
+  renderGuardian();
+  try {
+    const m = await (await fetch(new URL('manifest.json', new URL(GUARDIAN_URL, location.href)), { cache: 'no-cache' })).json();
+    g.expected = Object.values(m.files ?? {}).reduce((a, f) => a + (f.bytes ?? 0), 0);
+  } catch { /* progress events alone */ }
+  try {
+    g.info = await state.worker.attachGuardian({ model: GUARDIAN_URL });
+    g.state = 'ready';
+    g.seconds = (performance.now() - g.start) / 1000;
+    document.body.dataset.guardianReady = 'true';
+  } catch (e) {
+    g.state = 'error';
+    g.error = e;
+  }
+  renderGuardian();
+}
+
+function renderGuardian() {
+  const g = state.guardian;
+  const box = tid('guardian');
+  box.dataset.state = g.state;
+  const btn = tid('guardian-load');
+  btn.disabled = !state.ready || g.state === 'loading' || g.state === 'ready';
+  btn.hidden = g.state === 'ready';
+  const bar = tid('guardian-progress');
+  bar.hidden = g.state !== 'loading';
+  bar.value = g.total ? g.loaded / g.total : 0;
+  const status = tid('guardian-status');
+  if (g.state === 'loading') status.textContent = t('guardian.loading', { pct: g.total ? Math.floor((100 * g.loaded) / g.total) : 0 });
+  else if (g.state === 'ready') {
+    const i = g.info;
+    status.textContent = t('guardian.ready', { mb: ((i.weights_bytes + i.tokenizer_bytes) / 1048576).toFixed(0), s: g.seconds.toFixed(1), low: i.cascade_band.low, high: i.cascade_band.high });
+  } else if (g.state === 'error') status.textContent = t('guardian.error', { code: g.error.code ?? 'ERROR', message: g.error.message ?? String(g.error) });
+  else status.textContent = '';
 }
 
 function appendChatError(text, e) {
@@ -866,6 +975,9 @@ function renderVerdict() {
   const lang = tid('verdict-lang');
   lang.textContent = t(`lang.${v.lang}`);
   lang.dataset.lang = v.lang;
+  const decided = tid('verdict-decided-by');
+  decided.textContent = t(`decided.${v.decided_by ?? 'classifier'}`);
+  decided.dataset.decidedBy = v.decided_by ?? 'classifier';
   for (const li of $$('.cat-bar', tid('category-bars'))) {
     const c = li.dataset.category;
     const s = v.category_scores?.[c];
@@ -1231,6 +1343,7 @@ function init() {
     applyLang(b.dataset.setLang);
     refreshDynamicLabels();
     renderLiveHint();
+    renderGuardian();
   });
   const box = input();
   box.addEventListener('input', onInput);
@@ -1275,6 +1388,7 @@ function init() {
     setTimeout(() => (btn.textContent = t('policy.copy')), 1500);
   });
   tid('bench-run').addEventListener('click', runBench);
+  tid('guardian-load').addEventListener('click', loadGuardian);
   tid('bench-rounds').addEventListener('change', renderBenchDesc);
   if ('ResizeObserver' in window) new ResizeObserver(() => renderChart()).observe(tid('latency-chart'));
   else window.addEventListener('resize', renderChart);

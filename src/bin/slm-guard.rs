@@ -4,6 +4,8 @@
 //!   slm-guard classify --jsonl < in.jsonl  one verdict per input line (fields other than `text` are echoed)
 //!   slm-guard bench                       latency, throughput, load time and peak memory
 //!   slm-guard respond "text"              the guardian's response, streamed (a guardian model: models/guardian)
+//!   slm-guard respond --jsonl < in.jsonl  one response per line ({"text", "force_safety"?, "max_tokens"?, ...})
+//!   slm-guard bench --model models/guardian  the guardian: verdict latency at ~32/~64 tokens, decode tokens/s
 //!
 //! `classify --model DIR` also reads a guardian model (the manifest's `task` decides) and prints the same verdict.
 
@@ -50,7 +52,11 @@ enum Command {
     },
     /// The guardian's response to one message, streamed to stdout (stop reason and speed on stderr).
     Respond {
-        text: String,
+        text: Option<String>,
+        /// Read JSON objects with `text` (and optional `force_safety`, `max_tokens`) from stdin, write one
+        /// result per line (other fields echoed).
+        #[arg(long)]
+        jsonl: bool,
         /// Answer as carefully as for an unsafe message (<|force-safety|>).
         #[arg(long)]
         force_safety: bool,
@@ -179,6 +185,68 @@ fn respond_cmd(
     Ok(())
 }
 
+/// `respond --jsonl`: one response per input line, in bounded memory; a bad line or a message the guardian
+/// refuses (e.g. INPUT_TOO_LONG) yields an error object for that line and processing continues.
+fn respond_jsonl(dir: &PathBuf, force_safety: bool, max_tokens: usize) -> Result<(), GuardError> {
+    let files = ModelFiles::from_dir(dir)?;
+    let g = Guardian::load(&files)?;
+    drop(files);
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut input = std::io::stdin().lock();
+    let (mut buf, mut line_no) = (Vec::new(), 0usize);
+    loop {
+        buf.clear();
+        if input.read_until(b'\n', &mut buf)? == 0 {
+            break;
+        }
+        line_no += 1;
+        if buf.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let v = match parse_line(&buf) {
+            Err(mut e) => {
+                e.as_object_mut()
+                    .expect("error object")
+                    .insert("line".into(), json!(line_no));
+                e
+            }
+            Ok((mut fields, text)) => {
+                let opts = RespondOptions {
+                    force_safety: fields
+                        .get("force_safety")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(force_safety),
+                    max_tokens: fields
+                        .get("max_tokens")
+                        .and_then(Value::as_u64)
+                        .map_or(max_tokens, |n| n as usize),
+                };
+                let t0 = std::time::Instant::now();
+                match g.respond(&text, &opts, |_| true) {
+                    Ok(r) => {
+                        fields.insert(
+                            "response".into(),
+                            json!({"text": r.text, "stopped": r.stopped, "tokens": r.tokens.len(),
+                                   "ms": t0.elapsed().as_secs_f64() * 1e3}),
+                        );
+                    }
+                    Err(e) => {
+                        fields.insert(
+                            "error".into(),
+                            json!({"code": e.code(), "message": e.to_string()}),
+                        );
+                    }
+                }
+                Value::Object(fields)
+            }
+        };
+        writeln!(out, "{v}")?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
 fn fail(e: &GuardError) -> ExitCode {
     eprintln!("slm-guard: error [{}]: {e}", e.code());
     ExitCode::from(match e {
@@ -210,10 +278,20 @@ fn main() -> ExitCode {
     });
     let result = match cli.command {
         Command::Respond {
-            text,
+            text: Some(text),
+            jsonl: false,
             force_safety,
             max_tokens,
         } => respond_cmd(&dir, &text, force_safety, max_tokens),
+        Command::Respond {
+            text: None,
+            jsonl: true,
+            force_safety,
+            max_tokens,
+        } => respond_jsonl(&dir, force_safety, max_tokens),
+        Command::Respond { .. } => Err(GuardError::Input(
+            "give a message, or --jsonl to read JSON lines from stdin (not both)".into(),
+        )),
         Command::Classify {
             text,
             jsonl,
@@ -365,6 +443,111 @@ fn flush(
     Ok(())
 }
 
+/// The guardian's numbers: load time, verdict latency (the classify format: prompt read + one extra step for the
+/// category) at ~32 and ~64 query tokens, and decode speed (one token per step with the KV cache, 64 steps after
+/// a ~32-token prompt, stop tokens ignored so every run does the same work).
+fn bench_guardian(
+    files: &ModelFiles,
+    iters: usize,
+    out_path: Option<PathBuf>,
+) -> Result<(), GuardError> {
+    let mut load_ms = Vec::new();
+    let mut g = None;
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        g = Some(Guardian::load(files)?);
+        load_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let g = g.expect("loaded");
+    load_ms.sort_by(f64::total_cmp);
+    const PARTS: &[&str] = &[
+        "오늘 회의 자료 정리해서 팀장님께 보내드려야 하는데 요약 좀 도와줄래?",
+        "Can you help me plan a weekend trip to Busan with a small budget?",
+        "요즘 잠을 잘 못 자서 그런지 하루 종일 피곤하네요.",
+        "What are some good ways to learn Rust if I already know Python?",
+    ];
+    let message = |target: usize| -> Result<(String, usize), GuardError> {
+        let words: Vec<&str> = PARTS
+            .iter()
+            .cycle()
+            .take(64)
+            .flat_map(|p| p.split(' '))
+            .collect();
+        let mut best = (String::new(), 0);
+        for n in 1..=words.len() {
+            let t = words[..n].join(" ");
+            let k = g.query_ids(&t)?.len();
+            if k > target {
+                break;
+            }
+            best = (t, k);
+        }
+        Ok(best)
+    };
+    let policy = Policy::default();
+    let mut latency = Vec::new();
+    for target in [32usize, 64] {
+        let (text, tokens) = message(target)?;
+        for _ in 0..2 {
+            g.classify(&text, &policy)?;
+        }
+        let mut ms: Vec<f64> = (0..iters)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                g.classify(&text, &policy)
+                    .map(|_| t.elapsed().as_secs_f64() * 1e3)
+            })
+            .collect::<Result<_, _>>()?;
+        ms.sort_by(f64::total_cmp);
+        latency.push(
+            json!({"target_tokens": target, "tokens": tokens, "text": text,
+            "median_ms": percentile(&ms, 0.5), "p95_ms": percentile(&ms, 0.95), "iters": iters}),
+        );
+    }
+    let (text, _) = message(32)?;
+    let prompt = g.query_ids(&text)?;
+    let m = g.model();
+    let mut per_token = Vec::new();
+    for _ in 0..5 {
+        let mut cache = m.new_cache();
+        let h = m.prefill(&mut cache, &prompt)?;
+        let mut next = argmax(&m.logits(&h)?);
+        let t = std::time::Instant::now();
+        for _ in 0..64 {
+            let h = m.step(&mut cache, next)?;
+            next = argmax(&m.logits(&h)?);
+        }
+        per_token.push(t.elapsed().as_secs_f64() * 1e3 / 64.0);
+    }
+    per_token.sort_by(f64::total_cmp);
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
+    let report = json!({
+        "model": g.model_id(), "backend": "cpu", "threads": threads, "target": std::env::consts::ARCH,
+        "load_ms_median": percentile(&load_ms, 0.5),
+        "verdict_latency": latency,
+        "decode_ms_per_token_median": percentile(&per_token, 0.5),
+        "decode_tokens_per_s": 1000.0 / percentile(&per_token, 0.5),
+        "peak_rss_mb": peak_rss_mb(),
+        "weights_bytes": g.info().weights_bytes, "tokenizer_bytes": g.info().tokenizer_bytes,
+    });
+    println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+    if let Some(p) = out_path {
+        std::fs::write(&p, serde_json::to_string_pretty(&report).expect("json"))
+            .map_err(|e| GuardError::Io(format!("{}: {e}", p.display())))?;
+    }
+    Ok(())
+}
+
+fn argmax(x: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     let i = ((sorted.len() - 1) as f64 * q).round() as usize;
     sorted[i]
@@ -420,6 +603,9 @@ fn message_of(guard: &Guard, target: usize) -> String {
 
 fn bench(dir: &PathBuf, iters: usize, out_path: Option<PathBuf>) -> Result<(), GuardError> {
     let files = ModelFiles::from_dir(dir)?;
+    if Manifest::parse(&files.manifest)?.is_guardian() {
+        return bench_guardian(&files, iters, out_path);
+    }
     let mut load_ms = Vec::new();
     let mut guard = None;
     for _ in 0..3 {

@@ -253,7 +253,8 @@ def reference(model, tok, texts=REFERENCE_TEXTS, gen_tokens=12):
             "check_ids": check, "check_logits": model.logits(h, torch.tensor(check)).tolist(),
             "top5_ids": top.indices.tolist(), "top5_logits": top.values.tolist(),
             "unsafe_prob": float(p[1]), "category_probs": cats.tolist(),
-            "respond_prompt": spec.respond_prompt(q), "greedy_respond": greedy(model, spec.respond_prompt(q), gen_tokens),
+            "respond_prompt": spec.respond_prompt(q), "greedy_respond": (resp := greedy(model, spec.respond_prompt(q), gen_tokens)),
+            "greedy_respond_text": tok.decode(resp, skip_special_tokens=False),
             "greedy_plain": greedy(model, [spec.BOS, *q], gen_tokens),
         })
     return rows

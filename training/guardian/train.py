@@ -4,7 +4,8 @@ CPU recipe (the default; it is also what a GPU runs, only faster): the embedding
 and run without gradients; the top `--train-layers` blocks, the final norm and the output rows of our 14 special
 tokens are trained. The loss only looks at the tokens that matter: a classify example is scored over
 {<|safe|>, <|unsafe|>, categories, <eos>}, a response over the pruned Korean + English vocabulary (`vocab.py`),
-so no 262k-way softmax is ever computed. bf16 autocast (AVX-512 BF16 here) halves the matmul time.
+so no 262k-way softmax is ever computed. bf16 autocast halves the matmul time where the CPU has native bf16 (AVX-512 BF16 / AMX); without it
+(AVX2 only) bf16 is emulated and ~20x slower, so `use_bf16()` falls back to fp32.
 Each task's loss is a mean over its own target tokens, so the few classify tokens are not drowned by responses.
 
 Batches are drawn from a seeded generator per step, so a resumed run sees exactly the batches a straight run would.
@@ -101,7 +102,15 @@ def heads(tr, vocab_ids):
     return _HEADS
 
 
-def batch_loss(model, tr, rows, idx, vocab_ids, autocast=True):
+def use_bf16():
+    """bf16 autocast only where the CPU computes bf16 natively (or on a GPU)."""
+    flags = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").is_file() else ""
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def batch_loss(model, tr, rows, idx, vocab_ids, autocast=None):
+    if autocast is None:
+        autocast = use_bf16()
     seqs = [rows[i]["prompt"] + rows[i]["target"] for i in idx]
     T = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), T), spec.PAD, dtype=torch.long)
@@ -171,14 +180,14 @@ def dev_loss(model, tr, rows, vocab_ids, n=256):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=2400)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--train-layers", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--train-layers", type=int, default=6)
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--special-lr", type=float, default=1e-3)
     ap.add_argument("--classify-share", type=float, default=0.6)
     ap.add_argument("--save-every", type=int, default=100)
-    ap.add_argument("--eval-every", type=int, default=400)
+    ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data", default=str(DATA))
@@ -197,7 +206,7 @@ def main():
     random.Random(0).shuffle(dev)
     dev_cls = [r for r in dev if r["task"] == "classify"][:192]
     dev_resp = [r for r in dev if r["task"] != "classify"][:64]
-    print(f"data: {len(rows)} train rows, dev {len(dev_cls)}+{len(dev_resp)} ({time.time() - t0:.0f} s)", flush=True)
+    print(f"bf16 autocast: {use_bf16()}; data: {len(rows)} train rows, dev {len(dev_cls)}+{len(dev_resp)} ({time.time() - t0:.0f} s)", flush=True)
     model, _ = load_gguf(BASE_GGUF)
     model.requires_grad_(False)
     tr = Trainable(model, a.train_layers)
