@@ -87,6 +87,8 @@ export interface RespondOptions {
   forceSafety?: boolean;
   /** Most tokens to generate, 1..4096 (default 256). */
   maxTokens?: number;
+  /** End the reply where it would repeat an n-gram of this many tokens (default 4; 0: never, plain greedy as the reference outputs). */
+  noRepeatNgram?: number;
   /** Abort to stop generating: the promise resolves with the text so far and `stopped: 'cancelled'`. */
   signal?: AbortSignal;
   /** Each new piece of text (whole UTF-8 characters), as it is generated. */
@@ -94,8 +96,10 @@ export interface RespondOptions {
 }
 
 export interface GuardianResponse {
+  /** The reply; after 'repetition' its unfinished last sentence (already streamed) is dropped. */
   text: string;
-  stopped: 'end_of_turn' | 'max_tokens' | 'cancelled';
+  /** 'repetition': the next token would have repeated a 4-gram of the reply (see noRepeatNgram). */
+  stopped: 'end_of_turn' | 'max_tokens' | 'repetition' | 'cancelled';
   prompt_tokens: number;
   generated_tokens: number;
   max_tokens: number;

@@ -326,20 +326,24 @@ export class Guard {
 
   /**
    * The guardian's safe response to `text`, streamed: `onToken(piece)` gets each piece of text as it is generated.
-   * Greedy; stops at the end of the model's turn or after `maxTokens` (default 256). `forceSafety` asks for the
+   * Greedy; stops at the end of the model's turn, where the reply would repeat a 4-gram (`noRepeatNgram`, 0: off) or
+   * after `maxTokens` (default 256). `forceSafety` asks for the
    * careful answer even when the message looks benign. `signal` (AbortSignal) cancels: the promise then resolves
    * with what was generated and `stopped: 'cancelled'`. Errors: NO_GUARDIAN, INPUT_TOO_LONG, INVALID_INPUT.
    */
-  async respond(text, { forceSafety = false, maxTokens, signal, onToken } = {}) {
+  async respond(text, { forceSafety = false, maxTokens, noRepeatNgram, signal, onToken } = {}) {
     if (typeof text !== 'string') throw new GuardError('INVALID_INPUT', 'text must be a string');
     if (maxTokens !== undefined && !(Number.isInteger(maxTokens) && maxTokens > 0 && maxTokens <= 4096)) {
       throw new GuardError('INVALID_INPUT', `maxTokens must be an integer in 1..4096, got ${maxTokens}`);
+    }
+    if (noRepeatNgram !== undefined && !(Number.isInteger(noRepeatNgram) && noRepeatNgram >= 0 && noRepeatNgram <= 16)) {
+      throw new GuardError('INVALID_INPUT', `noRepeatNgram must be an integer in 0..16, got ${noRepeatNgram}`);
     }
     if (onToken !== undefined && typeof onToken !== 'function') throw new GuardError('INVALID_INPUT', 'onToken must be a function');
     const guardian = this.#requireGuardian();
     let gen;
     try {
-      gen = guardian.start(text, !!forceSafety, maxTokens ?? 0);
+      gen = guardian.start(text, !!forceSafety, maxTokens ?? 0, noRepeatNgram ?? -1);
     } catch (e) {
       rethrow(e);
     }

@@ -26,13 +26,14 @@ self.onmessage = async ({ data: { id, method, args } }) => {
     } else if (method === 'attachGuardian') {
       result = await guard.attachGuardian({ ...args[0], onProgress: progress });
     } else if (method === 'respond') {
-      const [text, { forceSafety, maxTokens } = {}] = args;
+      const [text, { forceSafety, maxTokens, noRepeatNgram } = {}] = args;
       const ctrl = new AbortController();
       running.set(id, ctrl);
       try {
         result = await guard.respond(text, {
           forceSafety,
           maxTokens,
+          noRepeatNgram,
           signal: ctrl.signal,
           onToken: (piece) => self.postMessage({ type: 'token', id, piece }),
         });

@@ -49,13 +49,21 @@ pub struct RespondOptions {
     pub force_safety: bool,
     /// Most tokens to generate (also capped by the context left after the prompt).
     pub max_tokens: usize,
+    /// End the response when its next token would repeat an n-gram of this many tokens (0: never). A small model
+    /// decoded greedily falls into loops ("I can't help. I can't help. ..."); stopping there keeps what it said
+    /// once. (Banning the repeat instead, HF's `no_repeat_ngram_size`, pushed this model into worse text.)
+    pub no_repeat_ngram: usize,
 }
+
+/// Default for [`RespondOptions::no_repeat_ngram`].
+pub const DEFAULT_NO_REPEAT_NGRAM: usize = 4;
 
 impl Default for RespondOptions {
     fn default() -> Self {
         Self {
             force_safety: false,
             max_tokens: 256,
+            no_repeat_ngram: DEFAULT_NO_REPEAT_NGRAM,
         }
     }
 }
@@ -66,12 +74,16 @@ pub enum StopReason {
     /// The model ended its turn (<end_of_turn> or <eos>).
     EndOfTurn,
     MaxTokens,
+    /// The next token would have repeated an n-gram of the response (`RespondOptions::no_repeat_ngram`).
+    Repetition,
     /// The callback returned `false` (or `Generation::cancel`).
     Cancelled,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Response {
+    /// The reply. When `stopped` is `Repetition`, its unfinished last sentence is dropped, so it can be shorter
+    /// than the streamed pieces put together.
     pub text: String,
     /// Generated ids (the stop token excluded).
     pub tokens: Vec<u32>,
@@ -356,6 +368,7 @@ impl Guardian {
             tokens: Vec::new(),
             text: String::new(),
             max_new,
+            no_repeat: opts.no_repeat_ngram,
             stopped: (max_new == 0).then_some(StopReason::MaxTokens),
             flushed: false,
         })
@@ -414,6 +427,7 @@ pub struct Generation {
     tokens: Vec<u32>,
     text: String,
     max_new: usize,
+    no_repeat: usize,
     stopped: Option<StopReason>,
     /// The stream's dangling tail was released (generation is over).
     flushed: bool,
@@ -453,6 +467,10 @@ impl Generation {
             let next = argmax(&g.model.logits(&h)?);
             if g.ids.stop.contains(&next) {
                 self.stopped = Some(StopReason::EndOfTurn);
+                continue;
+            }
+            if repeated_ngram_completions(&self.tokens, self.no_repeat).contains(&next) {
+                self.stopped = Some(StopReason::Repetition);
                 continue;
             }
             self.tokens.push(next);
@@ -509,12 +527,51 @@ impl Generation {
             let tail = self.stream.finish();
             self.text.push_str(&tail);
         }
+        let stopped = self.stopped.unwrap_or(StopReason::Cancelled);
+        let text = if stopped == StopReason::Repetition {
+            drop_unfinished_sentence(self.text)
+        } else {
+            self.text
+        };
         Response {
-            text: self.text,
+            text,
             tokens: self.tokens,
-            stopped: self.stopped.unwrap_or(StopReason::Cancelled),
+            stopped,
         }
     }
+}
+
+/// A reply cut off because it began to repeat itself ends mid-sentence ("I can't help with that. I can't"): keep
+/// it up to its last sentence end, when it has one. The streamed pieces still hold the fragment; the final
+/// `Response::text` (what a UI settles on) does not.
+fn drop_unfinished_sentence(text: String) -> String {
+    let ends = ['.', '!', '?', '\n', '。', '！', '？', '…'];
+    match text
+        .trim_end()
+        .char_indices()
+        .rev()
+        .find(|(_, c)| ends.contains(c))
+    {
+        Some((i, c)) if i > 0 => {
+            let kept = text[..i + c.len_utf8()].trim_end();
+            kept.to_string()
+        }
+        _ => text,
+    }
+}
+
+/// Tokens that would complete an `n`-gram already present in `tokens` (same as `repeating_tokens` in
+/// training/guardian/gemma3.py).
+fn repeated_ngram_completions(tokens: &[u32], n: usize) -> Vec<u32> {
+    if n == 0 || tokens.len() < n {
+        return Vec::new();
+    }
+    let prefix = &tokens[tokens.len() - (n - 1)..];
+    tokens
+        .windows(n)
+        .filter(|w| &w[..n - 1] == prefix)
+        .map(|w| w[n - 1])
+        .collect()
 }
 
 fn softmax(x: &mut [f32]) {
@@ -525,6 +582,37 @@ fn softmax(x: &mut [f32]) {
         s += *v;
     }
     x.iter_mut().for_each(|v| *v /= s);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::repeated_ngram_completions as banned;
+
+    #[test]
+    fn a_repeating_reply_keeps_whole_sentences() {
+        use super::drop_unfinished_sentence as cut;
+        let s = |t: &str| t.to_string();
+        assert_eq!(cut(s("I can't help. I can't")), "I can't help.");
+        assert_eq!(
+            cut(s("폭탄 만드는 방법은 알려줄 수 없어. 폭탄을 만드는 방법은")),
+            "폭탄 만드는 방법은 알려줄 수 없어."
+        );
+        assert_eq!(cut(s("Stop here!\nAgain and")), "Stop here!");
+        // no sentence end at all: nothing better to keep than the text
+        assert_eq!(cut(s("no sentence end yet")), "no sentence end yet");
+        assert_eq!(cut(s("Done. ")), "Done.");
+    }
+
+    #[test]
+    fn repeated_ngrams_are_banned() {
+        // 1 2 3 4 1 2 3 -> completing "1 2 3" with 4 again would repeat the 4-gram "1 2 3 4"
+        assert_eq!(banned(&[1, 2, 3, 4, 1, 2, 3], 4), vec![4]);
+        assert_eq!(banned(&[1, 2, 3, 4, 1, 2, 3], 0), Vec::<u32>::new());
+        assert_eq!(banned(&[1, 2, 3], 4), Vec::<u32>::new());
+        // bigrams: after "... 5" every token that followed a 5 before is banned
+        assert_eq!(banned(&[5, 1, 5, 2, 5], 2), vec![1, 2]);
+        assert_eq!(banned(&[7, 7, 7], 2), vec![7, 7]);
+    }
 }
 
 /// Index of the largest value (the first one on ties, like `torch.argmax`).

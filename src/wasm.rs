@@ -277,12 +277,14 @@ impl WasmGuardian {
         )
     }
 
-    /// Begin a greedy response; drive it with `WasmGeneration.next()`. `max_tokens` 0 means the default (256).
+    /// Begin a greedy response; drive it with `WasmGeneration.next()`. `max_tokens` 0 means the default (256),
+    /// `no_repeat_ngram` < 0 the default (4).
     pub fn start(
         &self,
         text: &str,
         force_safety: bool,
         max_tokens: u32,
+        no_repeat_ngram: i32,
     ) -> Result<WasmGeneration, JsValue> {
         let guardian = self.shared()?;
         let mut opts = RespondOptions {
@@ -291,6 +293,9 @@ impl WasmGuardian {
         };
         if max_tokens > 0 {
             opts.max_tokens = max_tokens as usize;
+        }
+        if no_repeat_ngram >= 0 {
+            opts.no_repeat_ngram = no_repeat_ngram as usize;
         }
         let t0 = crate::clock::now_ms();
         let gen = guardian.start(text, &opts).map_err(|e| js_error(&e))?;

@@ -381,6 +381,7 @@ fn generates_coherent_english_and_korean() {
             &RespondOptions {
                 force_safety: false,
                 max_tokens: 16,
+                no_repeat_ngram: 0,
             },
             |p| {
                 streamed.push_str(p);
@@ -460,6 +461,7 @@ fn max_tokens_and_cancellation_stop_generation() {
     let opts = |n| RespondOptions {
         force_safety: false,
         max_tokens: n,
+        ..RespondOptions::default()
     };
     let r = g
         .respond("Tell me about the history of Seoul.", &opts(3), |_| true)
@@ -488,6 +490,7 @@ fn max_tokens_and_cancellation_stop_generation() {
             &RespondOptions {
                 force_safety: true,
                 max_tokens: 4,
+                ..RespondOptions::default()
             },
             |_| true,
         )

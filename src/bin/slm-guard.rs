@@ -62,6 +62,9 @@ enum Command {
         force_safety: bool,
         #[arg(long, default_value_t = 256)]
         max_tokens: usize,
+        /// End the reply where it would repeat an n-gram of this many tokens (0: never).
+        #[arg(long, default_value_t = slm_guard::guardian::DEFAULT_NO_REPEAT_NGRAM)]
+        no_repeat_ngram: usize,
     },
     /// Measure latency (median, p95) at ~16/64/256 tokens, batch throughput, load time and peak memory.
     Bench {
@@ -135,19 +138,11 @@ impl Model {
     }
 }
 
-fn respond_cmd(
-    dir: &PathBuf,
-    text: &str,
-    force_safety: bool,
-    max_tokens: usize,
-) -> Result<(), GuardError> {
+fn respond_cmd(dir: &PathBuf, text: &str, defaults: RespondOptions) -> Result<(), GuardError> {
     let files = ModelFiles::from_dir(dir)?;
     let g = Guardian::load(&files)?;
     drop(files);
-    let opts = RespondOptions {
-        force_safety,
-        max_tokens,
-    };
+    let opts = defaults;
     let stdout = std::io::stdout();
     let t0 = std::time::Instant::now();
     let mut first: Option<std::time::Instant> = None;
@@ -187,7 +182,7 @@ fn respond_cmd(
 
 /// `respond --jsonl`: one response per input line, in bounded memory; a bad line or a message the guardian
 /// refuses (e.g. INPUT_TOO_LONG) yields an error object for that line and processing continues.
-fn respond_jsonl(dir: &PathBuf, force_safety: bool, max_tokens: usize) -> Result<(), GuardError> {
+fn respond_jsonl(dir: &PathBuf, defaults: RespondOptions) -> Result<(), GuardError> {
     let files = ModelFiles::from_dir(dir)?;
     let g = Guardian::load(&files)?;
     drop(files);
@@ -216,11 +211,16 @@ fn respond_jsonl(dir: &PathBuf, force_safety: bool, max_tokens: usize) -> Result
                     force_safety: fields
                         .get("force_safety")
                         .and_then(Value::as_bool)
-                        .unwrap_or(force_safety),
+                        .unwrap_or(defaults.force_safety),
                     max_tokens: fields
                         .get("max_tokens")
                         .and_then(Value::as_u64)
-                        .map_or(max_tokens, |n| n as usize),
+                        .map_or(defaults.max_tokens, |n| n as usize),
+                    no_repeat_ngram: fields
+                        .get("no_repeat_ngram")
+                        .and_then(Value::as_u64)
+                        .map_or(defaults.no_repeat_ngram, |n| n as usize),
+                    ..RespondOptions::default()
                 };
                 let t0 = std::time::Instant::now();
                 match g.respond(&text, &opts, |_| true) {
@@ -278,17 +278,22 @@ fn main() -> ExitCode {
     });
     let result = match cli.command {
         Command::Respond {
-            text: Some(text),
-            jsonl: false,
+            text,
+            jsonl,
             force_safety,
             max_tokens,
-        } => respond_cmd(&dir, &text, force_safety, max_tokens),
-        Command::Respond {
-            text: None,
-            jsonl: true,
-            force_safety,
-            max_tokens,
-        } => respond_jsonl(&dir, force_safety, max_tokens),
+            no_repeat_ngram,
+        } if text.is_some() != jsonl => {
+            let opts = RespondOptions {
+                force_safety,
+                max_tokens,
+                no_repeat_ngram,
+            };
+            match text {
+                Some(text) => respond_cmd(&dir, &text, opts),
+                None => respond_jsonl(&dir, opts),
+            }
+        }
         Command::Respond { .. } => Err(GuardError::Input(
             "give a message, or --jsonl to read JSON lines from stdin (not both)".into(),
         )),
