@@ -23,5 +23,5 @@ $py training/guardian/eval.py --model models/guardian
 $py training/guardian/export.py --checkpoint training/runs/guardian/best.pt --thresholds training/runs/guardian/thresholds.json
 $py training/guardian/quant_cost.py
 cp training/runs/guardian/eval.json training/runs/guardian/responses.jsonl models/guardian/
-$py training/guardian/card.py
+$py training/guardian/card.py --notes training/guardian/RUN_NOTES.md
 echo "guardian pipeline finished in $(( ($(date +%s) - start) / 60 )) min"

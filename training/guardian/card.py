@@ -127,12 +127,14 @@ def main():
         w(f"Greedy, at most 96 new tokens, {r['all']['n']} requests never seen in training (respond format, no "
           f"force token). Checks: the reply's language matches the query (Hangul share of letters > 0.5 iff Korean); "
           f"the shipped classifier rates the reply safe (score below its threshold); no step-by-step markers "
-          f"(`step 1`, `1.`, `첫째`, `1단계`, ...); the model ended its turn itself rather than hitting the limit.\n")
-        w("| lang | n | language ok | rated safe | no steps | hit limit | median tokens |\n|---|---|---|---|---|---|---|")
+          f"(`step 1`, `1.`, `첫째`, `1단계`, ...); how the reply ended: its own end of turn, the runtime's repetition "
+          f"stop (the next token would repeat a 4-gram; the unfinished sentence is dropped), or the token limit.\n")
+        w("| lang | n | language ok | rated safe | no steps | stopped on repetition | hit limit | median tokens |\n"
+          "|---|---|---|---|---|---|---|---|")
         for lang in ("all", "ko", "en"):
             m = r[lang]
             w(f"| {lang} | {m['n']} | {pct(m['lang_ok'])} % | {pct(m['rated_safe'])} % | {pct(m['no_steps'])} % | "
-              f"{pct(m['hit_limit'])} % | {m['median_tokens']:.0f} |")
+              f"{pct(m.get('repetition', 0))} % | {pct(m['hit_limit'])} % | {m['median_tokens']:.0f} |")
         w(f"\n({r['seconds']:.0f} s for all replies on this machine, native runtime.)\n")
     if resp:
         w("### 20 sample replies per language (the first 20 held-back requests of each, unedited)\n")
@@ -142,8 +144,9 @@ def main():
             for i, o in enumerate([o for o in resp if o["lang"] == lang][:20], 1):
                 esc = lambda t: t.replace("|", "\\|").replace("\n", " ")
                 flags = " ".join(k for k in ("lang_ok", "rated_safe", "no_steps") if not o[k])
+                end = " (limit)" if o["hit_limit"] else " (repetition stop)" if o.get("repetition") else ""
                 w(f"| {i} | {esc(o['query'][:160])} | {esc(o['response'])} | {('fails: ' + flags) if flags else 'ok'}"
-                  f"{' (limit)' if o['hit_limit'] else ''} |")
+                  f"{end} |")
             w("")
     w("## Licences\n")
     w("- **Gemma**: the weights are a derivative of Gemma 3 270M and are provided under and subject to the Gemma Terms "

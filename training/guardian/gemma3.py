@@ -195,8 +195,17 @@ def encode(tok, text):
 
 
 @torch.no_grad()
-def greedy(model, prompt, max_new, stop=(spec.EOS, spec.END_OF_TURN)):
-    """Greedy decoding with a KV cache (same function as recomputing the whole prefix each step)."""
+def repeating_tokens(out, n):
+    """Tokens that would complete an n-gram already in `out` (the runtime's `repeated_ngram_completions`)."""
+    if n == 0 or len(out) < n:
+        return []
+    prefix = out[len(out) - (n - 1):]
+    return [out[i + n - 1] for i in range(len(out) - n + 1) if out[i:i + n - 1] == prefix]
+
+
+def greedy(model, prompt, max_new, stop=(spec.EOS, spec.END_OF_TURN), no_repeat=0):
+    """Greedy decoding with a KV cache (same function as recomputing the whole prefix each step); `no_repeat` > 0
+    stops before the output would repeat an n-gram of that size (the runtime's default is 4)."""
     cfg = model.cfg
     caches = [{} for _ in model.blk]
     out, x_ids, pos0 = [], list(prompt), 0
@@ -213,7 +222,7 @@ def greedy(model, prompt, max_new, stop=(spec.EOS, spec.END_OF_TURN)):
             x = blk(x, cos, sin, (causal if g else local)[None, None], caches[i])
         h = rms_norm(x[0, -1], model.output_norm, cfg.eps)
         nxt = int(torch.argmax(model.logits(h)))
-        if nxt in stop or len(out) == max_new:
+        if nxt in stop or len(out) == max_new or nxt in repeating_tokens(out, no_repeat):
             break
         out.append(nxt)
         pos0 += T

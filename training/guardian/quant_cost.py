@@ -2,6 +2,9 @@
 
   1. fine-tuned checkpoint, fp32, full 262k vocabulary, base tokenizer (PyTorch)        -- before
   2. shipped files: pruned vocabulary + row-scaled Q8_0, through the native runtime    -- after
+Without the checkpoint (training/runs/ is not in git), "before" is the base model with the committed delta's tensors
+put in (the trained blocks dequantized from their Q8_0): it then measures pruning, the re-quantization of the frozen
+blocks and the runtime's int8 arithmetic, but not the rounding of the trained blocks themselves.
 Pruning can only change the classify score through tokenization (the score reads two fixed rows), so the share of
 queries whose ids change under the pruned tokenizer is reported with it; quantization shows as the score difference.
 Writes training/runs/guardian/quant.json ({"rows": ..., "markdown": ...}) for card.py.
@@ -24,6 +27,22 @@ from training.guardian.gemma3 import load_gguf, load_tokenizer  # noqa: E402
 from training.guardian.train import BASE_GGUF, BASE_TOKENIZER, RUN, apply_state  # noqa: E402
 
 
+def state_from_delta(path):
+    """The trained tensors of delta.gguf as `apply_state` takes them (what export.py wrote, dequantized)."""
+    import gguf
+    from training.guardian.assemble import dequantized, field
+    r = gguf.GGUFReader(str(path))
+    t = {x.name: torch.from_numpy(dequantized(x).copy()) for x in r.tensors}
+    state = {"special_ids": torch.tensor(field(r, "slm_guard.special_ids")), "special_rows": t.pop("special_rows"),
+             "output_norm": t.pop("output_norm.weight")}
+    layers = sorted({int(n.split(".")[1]) for n in t})
+    state["first"] = layers[0]
+    for name, v in t.items():
+        _, i, n, _ = name.split(".")  # same naming as gemma3.load_gguf
+        state[f"blk.{i}.{n}" + (".weight" if n.startswith(("attn_", "ffn_")) and "norm" not in n else "")] = v
+    return state
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", default=str(RUN / "best.pt"))
@@ -37,7 +56,12 @@ def main():
     rows = [rows[i] for i in sorted(rng.choice(len(rows), min(a.rows, len(rows)), replace=False))]
     y = np.array([r["unsafe"] for r in rows])
     model, _ = load_gguf(BASE_GGUF)
-    apply_state(model, torch.load(a.checkpoint, weights_only=False)["state"])
+    from_checkpoint = Path(a.checkpoint).is_file()
+    if from_checkpoint:
+        apply_state(model, torch.load(a.checkpoint, weights_only=False)["state"])
+    else:
+        print(f"{a.checkpoint} not found: 'before' is the base model + the committed delta", flush=True)
+        apply_state(model, state_from_delta(Path(a.model) / "delta.gguf"))
     base_tok = load_tokenizer(BASE_TOKENIZER)
     before, _ = guardian_scores(model, base_tok, rows)
     after, _, refused = cli_guardian_scores(rows, a.bin, a.model)
@@ -48,7 +72,7 @@ def main():
     changed = np.mean([base_tok.encode(normalize(r["text"]), add_special_tokens=False).tokens
                        != pruned_tok.encode(normalize(r["text"]), add_special_tokens=False).tokens for r in rows])
     t = json.loads((Path(a.model) / "manifest.json").read_text())["thresholds"].get("unsafe", 0.5)
-    res = {"rows": int(keep.sum()), "threshold": t, "tokenization_changed": float(changed),
+    res = {"rows": int(keep.sum()), "threshold": t, "before_source": "checkpoint" if from_checkpoint else "delta", "tokenization_changed": float(changed),
            "mean_abs_score_diff": float(np.abs(before[keep] - after[keep]).mean()),
            "max_abs_score_diff": float(np.abs(before[keep] - after[keep]).max()),
            "decision_flips": int(((before[keep] >= t) != (after[keep] >= t)).sum())}
@@ -57,8 +81,12 @@ def main():
         res[name] = {"f1": m["f1"], "auprc": auprc(y[keep], p[keep]), "fpr": m["fpr"], "recall": m["recall"]}
     b, f = res["before"], res["after"]
     res["markdown"] = (
-        f"{res['rows']} random dev rows, threshold {t:.2f}. Before: the fine-tuned checkpoint in fp32 with the full "
-        f"262k vocabulary (PyTorch). After: the shipped files (pruned vocabulary, row-scaled Q8_0) in the native "
+        f"{res['rows']} random dev rows, threshold {t:.2f}. Before: "
+        + ("the fine-tuned checkpoint in fp32 with the full 262k vocabulary (PyTorch)." if from_checkpoint else
+           "the base model in fp32 with the committed delta put in (trained blocks dequantized from Q8_0; the fp32 "
+           "checkpoint of this run was not kept), full 262k vocabulary (PyTorch); so the rounding of the trained "
+           "blocks is not in this comparison.")
+        + f" After: the shipped files (pruned vocabulary, row-scaled Q8_0) in the native "
         f"runtime.\n\n| | F1 | AUPRC | recall | FPR |\n|---|---|---|---|---|\n"
         f"| before | {100 * b['f1']:.1f} | {b['auprc']:.3f} | {100 * b['recall']:.1f} | {100 * b['fpr']:.1f} |\n"
         f"| after | {100 * f['f1']:.1f} | {f['auprc']:.3f} | {100 * f['recall']:.1f} | {100 * f['fpr']:.1f} |\n\n"

@@ -4,8 +4,9 @@ CPU recipe (the default; it is also what a GPU runs, only faster): the embedding
 and run without gradients; the top `--train-layers` blocks, the final norm and the output rows of our 14 special
 tokens are trained. The loss only looks at the tokens that matter: a classify example is scored over
 {<|safe|>, <|unsafe|>, categories, <eos>}, a response over the pruned Korean + English vocabulary (`vocab.py`),
-so no 262k-way softmax is ever computed. bf16 autocast halves the matmul time where the CPU has native bf16 (AVX-512 BF16 / AMX); without it
-(AVX2 only) bf16 is emulated and ~20x slower, so `use_bf16()` falls back to fp32.
+so no 262k-way softmax is ever computed. bf16 autocast halves the matmul time on some CPUs and is several times
+slower on others (emulated on AVX2; even an AVX-512 BF16 Xeon ran our steps 1.5x slower), so `use_bf16()` times
+both on a layer-sized matmul and picks the faster (`SLM_GUARD_TRAIN_BF16=0|1` overrides); GPUs use bf16.
 Each task's loss is a mean over its own target tokens, so the few classify tokens are not drowned by responses.
 
 Batches are drawn from a seeded generator per step, so a resumed run sees exactly the batches a straight run would.
@@ -17,6 +18,7 @@ dev checkpoint to best.pt.
 import argparse
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -102,10 +104,37 @@ def heads(tr, vocab_ids):
     return _HEADS
 
 
+_BF16 = None
+
+
 def use_bf16():
-    """bf16 autocast only where the CPU computes bf16 natively (or on a GPU)."""
+    """bf16 autocast where it is faster on this CPU: measured once, forward + backward of a layer-sized matmul."""
+    global _BF16
+    if _BF16 is None:
+        forced = os.environ.get("SLM_GUARD_TRAIN_BF16")
+        _BF16 = forced == "1" if forced in ("0", "1") else _bf16_is_faster()
+    return _BF16
+
+
+def _bf16_is_faster():
     flags = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").is_file() else ""
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    if "avx512_bf16" not in flags and "amx_bf16" not in flags:
+        return False  # emulated: no need to measure
+    x = torch.randn(8 * 128, 640)
+    w = torch.randn(2048, 640, requires_grad=True)
+
+    def run(autocast):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            (x @ w.t()).float().sum().backward()
+
+    times = {}
+    for autocast in (False, True):
+        run(autocast)  # warm-up
+        t = time.perf_counter()
+        for _ in range(5):
+            run(autocast)
+        times[autocast] = time.perf_counter() - t
+    return times[True] < times[False]
 
 
 def batch_loss(model, tr, rows, idx, vocab_ids, autocast=None):
