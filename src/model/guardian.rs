@@ -220,14 +220,14 @@ impl Embedding {
 }
 
 /// cos/sin of NeoX-style rotary embeddings for positions 0..max_context (computed in f64, like the reference).
-struct Rope {
-    cos: Vec<f32>,
-    sin: Vec<f32>,
+pub struct Rope {
+    pub(crate) cos: Vec<f32>,
+    pub(crate) sin: Vec<f32>,
     half: usize,
 }
 
 impl Rope {
-    fn new(base: f32, head_dim: usize, positions: usize) -> Self {
+    pub fn new(base: f32, head_dim: usize, positions: usize) -> Self {
         let half = head_dim / 2;
         let inv: Vec<f64> = (0..half)
             .map(|i| 1.0 / (base as f64).powf(2.0 * i as f64 / head_dim as f64))
@@ -245,7 +245,7 @@ impl Rope {
     }
 
     /// Rotate one head vector (first half against second half) to position `pos`.
-    fn apply(&self, x: &mut [f32], pos: usize) {
+    pub fn apply(&self, x: &mut [f32], pos: usize) {
         let (c, s) = (
             &self.cos[pos * self.half..][..self.half],
             &self.sin[pos * self.half..][..self.half],

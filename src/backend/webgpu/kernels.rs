@@ -16,14 +16,26 @@ pub enum Kernel {
     Attention,
     /// mean over each sequence's tokens
     Pool,
+    /// decoder: out = RMSNorm(x), out += RMSNorm(x) or in place, on rows or per-head slices of rows
+    RmsNorm,
+    /// decoder: NeoX rotary embedding in place on q/k heads, from uploaded cos/sin tables
+    Rope,
+    /// decoder: causal grouped-query attention of new rows against a KV cache, optional sliding window
+    AttentionGqa,
+    /// decoder: out = gelu_tanh(gate) * up
+    Geglu,
 }
 
-pub const ALL: [Kernel; 5] = [
+pub const ALL: [Kernel; 9] = [
     Kernel::Embed,
     Kernel::LayerNorm,
     Kernel::MatmulQ8,
     Kernel::Attention,
     Kernel::Pool,
+    Kernel::RmsNorm,
+    Kernel::Rope,
+    Kernel::AttentionGqa,
+    Kernel::Geglu,
 ];
 
 /// Uniform block of every kernel (f32 fields are stored with `f32::to_bits`).
@@ -38,7 +50,7 @@ const MAX_GROUPS: u32 = 65_535;
 // matmul_q8.wgsl tile
 pub const MATMUL_TM: u32 = 32;
 pub const MATMUL_TN: u32 = 64;
-/// attention.wgsl keeps q and the output row of one head in shared memory
+/// attention.wgsl and attention_gqa.wgsl keep q and the output row of one head in shared memory
 pub const MAX_HEAD_DIM: usize = 256;
 
 impl Kernel {
@@ -49,6 +61,10 @@ impl Kernel {
             Kernel::MatmulQ8 => include_str!("shaders/matmul_q8.wgsl"),
             Kernel::Attention => include_str!("shaders/attention.wgsl"),
             Kernel::Pool => include_str!("shaders/pool.wgsl"),
+            Kernel::RmsNorm => include_str!("shaders/rmsnorm.wgsl"),
+            Kernel::Rope => include_str!("shaders/rope.wgsl"),
+            Kernel::AttentionGqa => include_str!("shaders/attention_gqa.wgsl"),
+            Kernel::Geglu => include_str!("shaders/geglu.wgsl"),
         }
     }
 
@@ -60,20 +76,27 @@ impl Kernel {
             Kernel::MatmulQ8 => &["x", "wq", "aux", "y (rw)"],
             Kernel::Attention => &["seq_info", "qkv", "ctx (rw)"],
             Kernel::Pool => &["seq_info", "x", "out (rw)"],
+            Kernel::RmsNorm => &["x", "out (rw)", "norm"],
+            Kernel::Rope => &["x (rw)", "tables"],
+            Kernel::AttentionGqa => &["q", "kv", "ctx (rw)"],
+            Kernel::Geglu => &["x", "out (rw)"],
         }
     }
 
-    /// Workgroups for a launch over `work` items (elements, rows, (token, head) pairs, or the matmul's m x n).
+    /// Workgroups for a launch over `work` items (elements, rows, (token, head) pairs, rotation pairs, or the
+    /// matmul's m x n).
     pub fn groups(self, work: u32, n: u32) -> (u32, u32) {
         let wrap = |g: u32| {
             let x = g.clamp(1, MAX_GROUPS);
             (x, g.div_ceil(x).max(1))
         };
         match self {
-            // one invocation per element, 64 per workgroup
-            Kernel::Embed | Kernel::Pool => wrap(work.div_ceil(64)),
+            // one invocation per element (rope: per rotation pair), 64 per workgroup
+            Kernel::Embed | Kernel::Pool | Kernel::Geglu | Kernel::Rope => wrap(work.div_ceil(64)),
             // one workgroup per row / per (token, head)
-            Kernel::LayerNorm | Kernel::Attention => wrap(work),
+            Kernel::LayerNorm | Kernel::Attention | Kernel::RmsNorm | Kernel::AttentionGqa => {
+                wrap(work)
+            }
             // `work` = m rows, `n` outputs
             Kernel::MatmulQ8 => (n.div_ceil(MATMUL_TN), work.div_ceil(MATMUL_TM)),
         }

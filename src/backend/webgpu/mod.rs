@@ -3,6 +3,10 @@
 //! once and stay quantized, activations are f32 (the CPU path rounds them to int16 inside its matmuls), batches
 //! are ragged (an offset table, no padding), and one `forward` is one submission and one readback.
 //!
+//! The guardian decoder (model/guardian.rs) has its kernels here too, tested one by one against the CPU ops but not
+//! yet wired into a model: RMSNorm (plain, sandwich residual, per q/k head), RoPE, causal GQA against a KV cache
+//! with a sliding window, GeGLU; its row-scaled Q8_0 linears run on `matmul_q8.wgsl` as they are.
+//!
 //! `device.rs` adapter/device/error handling, `kernels.rs` pipelines, `weights.rs` upload, `shaders/` the WGSL,
 //! `harness.rs` single-kernel runs for tests.
 

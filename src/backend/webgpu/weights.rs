@@ -10,6 +10,7 @@ use wgpu::util::DeviceExt;
 use super::device::Gpu;
 use super::kernels::MAX_HEAD_DIM;
 use crate::error::{GuardError, Result};
+use crate::model::guardian::Rope;
 use crate::model::{ClassifierConfig, GgufWeights};
 
 /// The model's config (read and checked by the CPU model's own reader), plus this backend's own limit.
@@ -48,6 +49,12 @@ pub fn repack_q8_0(blocks: &[u8], n: usize, k: usize) -> Option<(Vec<u8>, Vec<f3
         values.extend_from_slice(&b[2..]);
     }
     Some((values, scales))
+}
+
+/// The decoder's RoPE table as `rope.wgsl` reads it: the CPU's own cos values, then its sin values (`sin_off` =
+/// half the length), so both paths rotate by the same f64-computed angles.
+pub fn rope_table(rope: &Rope) -> Vec<f32> {
+    rope.cos.iter().chain(&rope.sin).copied().collect()
 }
 
 pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
