@@ -1,4 +1,4 @@
-// Writes the runtime section of BENCHMARKS.md (between the runtime markers) from bench/results/*.json.
+// Writes the runtime and guardian sections of BENCHMARKS.md (between their markers) from bench/results/*.json.
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 
 const r = (f) => JSON.parse(readFileSync(new URL(`results/${f}`, import.meta.url)));
@@ -51,8 +51,43 @@ const lines = [
   '<!-- runtime:end -->',
 ];
 const path = new URL('../BENCHMARKS.md', import.meta.url);
-const text = existsSync(path) ? readFileSync(path, 'utf8') : '# Benchmarks\n\n<!-- runtime:begin -->\n<!-- runtime:end -->\n';
-const a0 = text.indexOf('<!-- runtime:begin -->');
-const b0 = text.indexOf('<!-- runtime:end -->') + '<!-- runtime:end -->'.length;
-writeFileSync(path, text.slice(0, a0) + lines.join('\n') + text.slice(b0));
+let text = existsSync(path) ? readFileSync(path, 'utf8') : '# Benchmarks\n\n<!-- runtime:begin -->\n<!-- runtime:end -->\n';
+const put = (name, body) => {
+  const [b, e] = [`<!-- ${name}:begin -->`, `<!-- ${name}:end -->`];
+  if (!text.includes(b)) text += `\n${b}\n${e}\n`;
+  text = text.slice(0, text.indexOf(b)) + body.join('\n') + text.slice(text.indexOf(e) + e.length);
+};
+put('runtime', lines);
 console.log(lines.join('\n'));
+
+// The guardian (Gemma 3 270M): verdict = one forward pass over <bos> query <|pred|>; replies decoded greedily.
+if (existsSync(new URL('results/guardian-native.json', import.meta.url)) && existsSync(new URL('results/guardian-wasm-node.json', import.meta.url))) {
+  const gn = r('guardian-native.json');
+  const gw = r('guardian-wasm-node.json');
+  const g = [
+    '<!-- guardian:begin -->',
+    '',
+    `Machine: ${t('cpu.txt')}, 2 cores, no GPU; single thread. Model: \`${gn.model}\` (${(gn.weights_bytes / 1e6).toFixed(1)} MB weights + ` +
+      `${(gn.tokenizer_bytes / 1e6).toFixed(1)} MB tokenizer). Commands: \`slm-guard --threads 1 --model models/guardian bench\`, \`node bench/guardian-bench.mjs\` (both in \`bench/run.sh\`).`,
+    '',
+    '| verdict (classify format), query tokens | native median / p95 ms | wasm (Node) median / p95 ms |', '|---|---|---|',
+    ...gn.verdict_latency.map((n) => {
+      const w = gw.verdict_latency.find((x) => x.target_tokens === n.target_tokens);
+      return `| ~${n.target_tokens} (${n.tokens} run) | ${n.median_ms.toFixed(0)} / ${n.p95_ms.toFixed(0)} | ${w ? `${w.median_ms.toFixed(0)} / ${w.p95_ms.toFixed(0)}` : 'n/a'} |`;
+    }),
+    '',
+    '| | native | wasm (Node) |', '|---|---|---|',
+    `| greedy decode, tokens/s (median) | ${gn.decode_tokens_per_s.toFixed(1)} | ${gw.decode_tokens_per_s_median.toFixed(1)} |`,
+    `| first piece of a reply (prompt read + 1 token), median | | ${gw.first_token_ms_median.toFixed(0)} ms |`,
+    `| load (verify sha256 + parse; wasm: classifier + guardian) | ${gn.load_ms_median.toFixed(0)} ms | ${gw.load_ms.toFixed(0)} ms |`,
+    `| peak RSS | ${gn.peak_rss_mb?.toFixed(0)} MiB | ${gw.rss_mb.toFixed(0)} MiB (Node process) |`,
+    '',
+    'Targets from the guardian issue (this machine, wasm CPU): a verdict under 400 ms for a ~32-token query; at least 15 generated tokens/s. ' +
+      `Measured: ${gw.verdict_latency.find((x) => x.target_tokens === 32)?.median_ms.toFixed(0)} ms and ${gw.decode_tokens_per_s_median.toFixed(1)} tokens/s.`,
+    '',
+    '<!-- guardian:end -->',
+  ];
+  put('guardian', g);
+  console.log(g.join('\n'));
+}
+writeFileSync(path, text);
