@@ -89,6 +89,9 @@ export interface RespondOptions {
   maxTokens?: number;
   /** End the reply where it would repeat an n-gram of this many tokens (default 4; 0: never, plain greedy as the reference outputs). */
   noRepeatNgram?: number;
+  /** Release the reply sentence by sentence, each after the classifier has read the reply so far (default true):
+   * a flagged sentence is withheld and ends the reply (`stopped: 'unsafe'`). false: every token as generated. */
+  check?: boolean;
   /** Abort to stop generating: the promise resolves with the text so far and `stopped: 'cancelled'`. */
   signal?: AbortSignal;
   /** Each new piece of text (whole UTF-8 characters), as it is generated. */
@@ -98,8 +101,13 @@ export interface RespondOptions {
 export interface GuardianResponse {
   /** The reply; after 'repetition' its unfinished last sentence (already streamed) is dropped. */
   text: string;
-  /** 'repetition': the next token would have repeated a 4-gram of the reply (see noRepeatNgram). */
-  stopped: 'end_of_turn' | 'max_tokens' | 'repetition' | 'cancelled';
+  /** 'repetition': the next token would have repeated a 4-gram of the reply (see noRepeatNgram);
+   * 'unsafe': the classifier flagged the next sentence, which was withheld (see check). */
+  stopped: 'end_of_turn' | 'max_tokens' | 'repetition' | 'unsafe' | 'cancelled';
+  /** Every released sentence was checked by the classifier first. */
+  checked: boolean;
+  /** Nothing passed the check: `text` is the built-in safe reply for the message's language. */
+  fallback: boolean;
   prompt_tokens: number;
   generated_tokens: number;
   max_tokens: number;

@@ -329,9 +329,12 @@ export class Guard {
    * Greedy; stops at the end of the model's turn, where the reply would repeat a 4-gram (`noRepeatNgram`, 0: off) or
    * after `maxTokens` (default 256). `forceSafety` asks for the
    * careful answer even when the message looks benign. `signal` (AbortSignal) cancels: the promise then resolves
-   * with what was generated and `stopped: 'cancelled'`. Errors: NO_GUARDIAN, INPUT_TOO_LONG, INVALID_INPUT.
+   * with what was generated and `stopped: 'cancelled'`. With `check` (default true) the reply is released sentence by
+   * sentence, each after the classifier has read the reply so far: a flagged sentence is never shown, the reply
+   * ends there (`stopped: 'unsafe'`), and if nothing passed, `text` is the built-in safe reply (`fallback: true`).
+   * `check: false` streams every token as generated. Errors: NO_GUARDIAN, INPUT_TOO_LONG, INVALID_INPUT.
    */
-  async respond(text, { forceSafety = false, maxTokens, noRepeatNgram, signal, onToken } = {}) {
+  async respond(text, { forceSafety = false, maxTokens, noRepeatNgram, check = true, signal, onToken } = {}) {
     if (typeof text !== 'string') throw new GuardError('INVALID_INPUT', 'text must be a string');
     if (maxTokens !== undefined && !(Number.isInteger(maxTokens) && maxTokens > 0 && maxTokens <= 4096)) {
       throw new GuardError('INVALID_INPUT', `maxTokens must be an integer in 1..4096, got ${maxTokens}`);
@@ -344,6 +347,7 @@ export class Guard {
     let gen;
     try {
       gen = guardian.start(text, !!forceSafety, maxTokens ?? 0, noRepeatNgram ?? -1);
+      if (check) gen.gate(this.#live());
     } catch (e) {
       rethrow(e);
     }
@@ -355,7 +359,7 @@ export class Guard {
         }
         const piece = gen.next();
         if (piece === undefined) break;
-        onToken?.(piece);
+        if (piece !== '') onToken?.(piece); // '': a token of a sentence the gate has not released yet
         await yieldToEventLoop(); // lets an abort, a click or a repaint in between two tokens
       }
       return gen.finish();

@@ -26,7 +26,7 @@ self.onmessage = async ({ data: { id, method, args } }) => {
     } else if (method === 'attachGuardian') {
       result = await guard.attachGuardian({ ...args[0], onProgress: progress });
     } else if (method === 'respond') {
-      const [text, { forceSafety, maxTokens, noRepeatNgram } = {}] = args;
+      const [text, { forceSafety, maxTokens, noRepeatNgram, check } = {}] = args;
       const ctrl = new AbortController();
       running.set(id, ctrl);
       try {
@@ -34,6 +34,7 @@ self.onmessage = async ({ data: { id, method, args } }) => {
           forceSafety,
           maxTokens,
           noRepeatNgram,
+          check,
           signal: ctrl.signal,
           onToken: (piece) => self.postMessage({ type: 'token', id, piece }),
         });

@@ -78,6 +78,8 @@ pub enum StopReason {
     Repetition,
     /// The callback returned `false` (or `Generation::cancel`).
     Cancelled,
+    /// The reply gate (`reply_gate.rs`): the classifier flagged the next sentence, which was withheld.
+    Unsafe,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -88,6 +90,8 @@ pub struct Response {
     /// Generated ids (the stop token excluded).
     pub tokens: Vec<u32>,
     pub stopped: StopReason,
+    /// The reply gate released nothing, so `text` is the built-in safe reply (`reply::safe_reply`).
+    pub fallback: bool,
 }
 
 /// What a loaded guardian is (for `info()` in the JS API and the CLI).
@@ -537,6 +541,7 @@ impl Generation {
             text,
             tokens: self.tokens,
             stopped,
+            fallback: false,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod manifest;
 pub mod model;
 pub mod policy;
 pub mod reply;
+pub mod reply_gate;
 pub mod text;
 pub mod tokenizer;
 pub mod verdict;
@@ -20,6 +21,7 @@ pub use error::{GuardError, Result};
 pub use guard::{BackendChoice, Guard, ModelFiles, ModelInfo};
 pub use guardian::{Generation, Guardian, GuardianScore, RespondOptions, Response, StopReason};
 pub use policy::{Action, FailMode, Policy};
+pub use reply_gate::ReplyGate;
 pub use verdict::{CascadeInfo, DecidedBy, Scores, Verdict};
 
 #[cfg(target_arch = "wasm32")]

@@ -13,6 +13,7 @@ use crate::cascade::Band;
 use crate::guard::{BackendChoice, Guard, ModelFiles};
 use crate::guardian::{Generation, Guardian, RespondOptions};
 use crate::policy::Policy;
+use crate::reply_gate::{ReplyGate, Step};
 
 fn js_error(e: &GuardError) -> JsValue {
     let err = js_sys::Error::new(&e.to_string());
@@ -302,6 +303,8 @@ impl WasmGuardian {
         Ok(WasmGeneration {
             guardian,
             gen: Some(gen),
+            gate: None,
+            query: text.to_string(),
             t0,
             first_ms: None,
             max_tokens: opts.max_tokens,
@@ -325,6 +328,9 @@ impl WasmGuardian {
 pub struct WasmGeneration {
     guardian: Rc<Guardian>,
     gen: Option<Generation>,
+    /// The classifier that checks each sentence before it is released (`gate`), with the gate's state.
+    gate: Option<(Rc<Guard>, ReplyGate)>,
+    query: String,
     t0: f64,
     first_ms: Option<f64>,
     max_tokens: usize,
@@ -339,6 +345,10 @@ struct GenerationResult {
     generated_tokens: usize,
     max_tokens: usize,
     force_safety: bool,
+    /// Each sentence was checked by the classifier before release (`gate`).
+    checked: bool,
+    /// Nothing passed the check: `text` is the built-in safe reply.
+    fallback: bool,
     lang: &'static str,
     model: String,
     timing_ms: f64,
@@ -348,16 +358,38 @@ struct GenerationResult {
 
 #[wasm_bindgen]
 impl WasmGeneration {
+    /// The next piece of text, `undefined` at the end, or (gated) `""` while a sentence is still unchecked.
     pub fn next(&mut self) -> Result<Option<String>, JsValue> {
         let gen = self
             .gen
             .as_mut()
             .ok_or_else(|| js_error(&GuardError::Disposed))?;
-        let piece = gen.next(&self.guardian).map_err(|e| js_error(&e))?;
-        if piece.is_some() && self.first_ms.is_none() {
+        let piece = match &mut self.gate {
+            None => gen.next(&self.guardian),
+            Some((guard, gate)) => {
+                let mut is_unsafe = |t: &str| Ok(guard.classify(t, &Policy::default())?.flagged);
+                gate.step(gen, &self.guardian, &mut is_unsafe)
+                    .map(|step| match step {
+                        // "": a token went into a sentence that is not checked yet (JS yields and calls again)
+                        Step::Held => Some(String::new()),
+                        Step::Released(s) => Some(s),
+                        Step::End => None,
+                    })
+            }
+        }
+        .map_err(|e| js_error(&e))?;
+        if piece.as_deref().is_some_and(|p| !p.is_empty()) && self.first_ms.is_none() {
             self.first_ms = Some(crate::clock::now_ms() - self.t0);
         }
         Ok(piece)
+    }
+
+    /// Release the reply sentence by sentence, each only once `classifier` (with its manifest's policy) does not
+    /// flag the reply so far; a flagged sentence is withheld and ends the reply (`stopped: 'unsafe'`). Call before
+    /// the first `next()`.
+    pub fn gate(&mut self, classifier: &WasmGuard) -> Result<(), JsValue> {
+        self.gate = Some((classifier.shared()?, ReplyGate::new()));
+        Ok(())
     }
 
     pub fn cancel(&mut self) {
@@ -374,6 +406,11 @@ impl WasmGeneration {
             .ok_or_else(|| js_error(&GuardError::Disposed))?;
         let prompt_tokens = gen.prompt_tokens();
         let r = gen.into_response();
+        let checked = self.gate.is_some();
+        let r = match self.gate.take() {
+            Some((_, gate)) => gate.into_response(r, &self.query),
+            None => r,
+        };
         let timing_ms = crate::clock::now_ms() - self.t0;
         // decode speed: tokens after the first over the time after the first (the prompt read is not decode)
         let tokens_per_s = match self.first_ms {
@@ -390,6 +427,8 @@ impl WasmGeneration {
             generated_tokens: r.tokens.len(),
             max_tokens: self.max_tokens,
             force_safety: self.force_safety,
+            checked,
+            fallback: r.fallback,
             model: self.guardian.model_id(),
             timing_ms,
             first_token_ms: self.first_ms,

@@ -36,7 +36,8 @@ const I18N = {
     'guardian.ready': 'Guardian ready ({mb} MB, loaded in {s} s). Cascade band {low}–{high}.',
     'guardian.error': 'The guardian could not load ({code}): {message}. Blocked messages keep the built-in reply.',
     'guardian.writing': 'The guardian is writing a reply…',
-    'guardian.wrote': 'Written by the guardian on this device ({n} tokens, {tps} tokens/s).',
+    'guardian.wrote': 'Written by the guardian on this device ({n} tokens, {tps} tokens/s); each sentence checked by the classifier.',
+    'guardian.withheld': 'The guardian\'s reply did not pass the classifier\'s check ({n} tokens, {tps} tokens/s), so the built-in reply is shown.',
     'verdict.decidedBy': 'Decided by',
     'decided.classifier': 'classifier',
     'decided.guardian': 'guardian (cascade)',
@@ -171,7 +172,8 @@ const I18N = {
     'guardian.ready': '가디언 준비됨 ({mb} MB, {s}초 만에 로드). 캐스케이드 구간 {low}–{high}.',
     'guardian.error': '가디언을 불러오지 못했습니다 ({code}): {message}. 차단된 메시지는 기본 응답을 유지합니다.',
     'guardian.writing': '가디언이 응답을 작성하는 중…',
-    'guardian.wrote': '이 기기에서 가디언이 작성함 ({n}개 토큰, 초당 {tps}개).',
+    'guardian.wrote': '이 기기에서 가디언이 작성함 ({n}개 토큰, 초당 {tps}개). 문장마다 분류기가 검사했습니다.',
+    'guardian.withheld': '가디언의 답변이 분류기 검사를 통과하지 못해 ({n}개 토큰, 초당 {tps}개) 기본 답변을 보여 드립니다.',
     'verdict.decidedBy': '판단한 모델',
     'decided.classifier': '분류기',
     'decided.guardian': '가디언 (캐스케이드)',
@@ -816,10 +818,18 @@ async function streamGuardianReply(bubble, text, v) {
         chatLog().scrollTop = chatLog().scrollHeight;
       },
     });
-    reply.textContent = r.text.trim() || v.reply || '';
-    reply.lang = r.lang;
     reply.dataset.stopped = r.stopped;
-    note.replaceChildren(i18nSpan('guardian.wrote', { n: r.generated_tokens, tps: r.tokens_per_s.toFixed(1) }));
+    const stats = { n: r.generated_tokens, tps: r.tokens_per_s.toFixed(1) };
+    if (r.fallback || !r.text.trim()) {
+      // nothing the guardian wrote passed the check: the policy's built-in reply for the category
+      reply.textContent = v.reply ?? r.text;
+      reply.dataset.source = 'builtin';
+      note.replaceChildren(i18nSpan('guardian.withheld', stats));
+    } else {
+      reply.textContent = r.text.trim();
+      reply.lang = r.lang;
+      note.replaceChildren(i18nSpan('guardian.wrote', stats));
+    }
   } catch (e) {
     reply.textContent = v.reply ?? '';
     reply.dataset.source = 'builtin';
