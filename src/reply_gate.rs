@@ -7,7 +7,9 @@
 //! checks with the loaded classifier and its policy.
 
 use crate::error::Result;
-use crate::guardian::{Generation, Guardian, Response, StopReason};
+use crate::guard::Guard;
+use crate::guardian::{Generation, Guardian, RespondOptions, Response, StopReason};
+use crate::policy::Policy;
 
 /// Where a sentence ends: once the pending text ends with one of these (trailing spaces aside), it is checked.
 const SENTENCE_ENDS: [char; 8] = ['.', '!', '?', '\n', '。', '！', '？', '…'];
@@ -114,9 +116,16 @@ impl ReplyGate {
         self.withheld
     }
 
-    /// The final response: only released text; `Unsafe` when a sentence was withheld; the built-in safe reply in
-    /// the query's language when nothing could be released.
-    pub fn into_response(self, r: Response, query: &str) -> Response {
+    /// True when the reply will be the built-in one (a sentence was withheld and nothing was released): the
+    /// caller can then look up the query's category for `into_response`.
+    pub fn needs_fallback(&self) -> bool {
+        self.withheld && self.released.trim().is_empty()
+    }
+
+    /// The final response: only released text; `Unsafe` when a sentence was withheld; when nothing could be
+    /// released, the built-in safe reply for the query's `category` (e.g. a crisis line for self-harm) in the
+    /// query's language.
+    pub fn into_response(self, r: Response, query: &str, category: Option<&str>) -> Response {
         let text = self.released.trim().to_string();
         let stopped = if self.withheld {
             StopReason::Unsafe
@@ -125,7 +134,7 @@ impl ReplyGate {
         };
         let (text, fallback) = if text.is_empty() && self.withheld {
             let lang = crate::reply::language(query);
-            (crate::reply::safe_reply(None, lang).to_string(), true)
+            (crate::reply::safe_reply(category, lang).to_string(), true)
         } else {
             (text, false)
         };
@@ -136,4 +145,50 @@ impl ReplyGate {
             ..r
         }
     }
+}
+
+/// The classifier as the gate's check: is the reply so far flagged under `policy`?
+pub fn classifier_check<'a>(
+    guard: &'a Guard,
+    policy: &'a Policy,
+) -> impl FnMut(&str) -> Result<bool> + 'a {
+    move |so_far| Ok(guard.classify(so_far, policy)?.flagged)
+}
+
+/// End a gated generation: the response, with the built-in reply for the query's category when nothing passed.
+pub fn finish(
+    gate: ReplyGate,
+    gen: Generation,
+    guard: &Guard,
+    policy: &Policy,
+    query: &str,
+) -> Response {
+    let category = if gate.needs_fallback() {
+        guard.classify(query, policy).ok().and_then(|v| v.category)
+    } else {
+        None
+    };
+    gate.into_response(gen.into_response(), query, category.as_deref())
+}
+
+/// `Guardian::respond` with every sentence checked by `guard` before `on_piece` sees it (`on_piece` returning
+/// false cancels).
+pub fn respond_checked(
+    g: &Guardian,
+    guard: &Guard,
+    policy: &Policy,
+    text: &str,
+    opts: &RespondOptions,
+    mut on_piece: impl FnMut(&str) -> bool,
+) -> Result<Response> {
+    let mut gen = g.start(text, opts)?;
+    let mut gate = ReplyGate::new();
+    let mut check = classifier_check(guard, policy);
+    while let Some(piece) = gate.next(&mut gen, g, &mut check)? {
+        if !on_piece(&piece) {
+            gen.cancel();
+            break;
+        }
+    }
+    Ok(finish(gate, gen, guard, policy, text))
 }

@@ -367,8 +367,9 @@ impl WasmGeneration {
         let piece = match &mut self.gate {
             None => gen.next(&self.guardian),
             Some((guard, gate)) => {
-                let mut is_unsafe = |t: &str| Ok(guard.classify(t, &Policy::default())?.flagged);
-                gate.step(gen, &self.guardian, &mut is_unsafe)
+                let policy = Policy::default();
+                let mut check = crate::reply_gate::classifier_check(guard, &policy);
+                gate.step(gen, &self.guardian, &mut check)
                     .map(|step| match step {
                         // "": a token went into a sentence that is not checked yet (JS yields and calls again)
                         Step::Held => Some(String::new()),
@@ -405,11 +406,12 @@ impl WasmGeneration {
             .take()
             .ok_or_else(|| js_error(&GuardError::Disposed))?;
         let prompt_tokens = gen.prompt_tokens();
-        let r = gen.into_response();
         let checked = self.gate.is_some();
         let r = match self.gate.take() {
-            Some((_, gate)) => gate.into_response(r, &self.query),
-            None => r,
+            Some((guard, gate)) => {
+                crate::reply_gate::finish(gate, gen, &guard, &Policy::default(), &self.query)
+            }
+            None => gen.into_response(),
         };
         let timing_ms = crate::clock::now_ms() - self.t0;
         // decode speed: tokens after the first over the time after the first (the prompt read is not decode)

@@ -65,6 +65,13 @@ enum Command {
         /// End the reply where it would repeat an n-gram of this many tokens (0: never).
         #[arg(long, default_value_t = slm_guard::guardian::DEFAULT_NO_REPEAT_NGRAM)]
         no_repeat_ngram: usize,
+        /// Release the reply sentence by sentence, each after the classifier (`--classifier`, default the shipped
+        /// one) has read the reply so far; a flagged sentence is withheld and ends the reply (the JS default).
+        #[arg(long)]
+        check: bool,
+        /// The classifier model directory for --check.
+        #[arg(long)]
+        classifier: Option<PathBuf>,
     },
     /// Measure latency (median, p95) at ~16/64/256 tokens, batch throughput, load time and peak memory.
     Bench {
@@ -138,7 +145,44 @@ impl Model {
     }
 }
 
-fn respond_cmd(dir: &PathBuf, text: &str, defaults: RespondOptions) -> Result<(), GuardError> {
+/// The classifier that checks replies (`respond --check`), or none.
+fn reply_checker(check: bool, dir: Option<&PathBuf>) -> Result<Option<Guard>, GuardError> {
+    check
+        .then(|| {
+            Guard::load(&ModelFiles::from_dir(
+                dir.cloned().unwrap_or_else(default_model_dir),
+            )?)
+        })
+        .transpose()
+}
+
+/// One reply: raw, or gated by `checker` (see `slm_guard::reply_gate`).
+fn reply(
+    g: &Guardian,
+    checker: Option<&Guard>,
+    text: &str,
+    opts: &RespondOptions,
+    on_piece: impl FnMut(&str) -> bool,
+) -> Result<slm_guard::Response, GuardError> {
+    match checker {
+        Some(guard) => slm_guard::reply_gate::respond_checked(
+            g,
+            guard,
+            &Policy::default(),
+            text,
+            opts,
+            on_piece,
+        ),
+        None => g.respond(text, opts, on_piece),
+    }
+}
+
+fn respond_cmd(
+    dir: &PathBuf,
+    text: &str,
+    defaults: RespondOptions,
+    checker: Option<Guard>,
+) -> Result<(), GuardError> {
     let files = ModelFiles::from_dir(dir)?;
     let g = Guardian::load(&files)?;
     drop(files);
@@ -147,7 +191,7 @@ fn respond_cmd(dir: &PathBuf, text: &str, defaults: RespondOptions) -> Result<()
     let t0 = std::time::Instant::now();
     let mut first: Option<std::time::Instant> = None;
     let mut io_error = None;
-    let r = g.respond(text, &opts, |piece| {
+    let r = reply(&g, checker.as_ref(), text, &opts, |piece| {
         first.get_or_insert_with(std::time::Instant::now);
         let mut out = stdout.lock();
         match out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
@@ -182,7 +226,11 @@ fn respond_cmd(dir: &PathBuf, text: &str, defaults: RespondOptions) -> Result<()
 
 /// `respond --jsonl`: one response per input line, in bounded memory; a bad line or a message the guardian
 /// refuses (e.g. INPUT_TOO_LONG) yields an error object for that line and processing continues.
-fn respond_jsonl(dir: &PathBuf, defaults: RespondOptions) -> Result<(), GuardError> {
+fn respond_jsonl(
+    dir: &PathBuf,
+    defaults: RespondOptions,
+    checker: Option<Guard>,
+) -> Result<(), GuardError> {
     let files = ModelFiles::from_dir(dir)?;
     let g = Guardian::load(&files)?;
     drop(files);
@@ -223,11 +271,12 @@ fn respond_jsonl(dir: &PathBuf, defaults: RespondOptions) -> Result<(), GuardErr
                     ..RespondOptions::default()
                 };
                 let t0 = std::time::Instant::now();
-                match g.respond(&text, &opts, |_| true) {
+                match reply(&g, checker.as_ref(), &text, &opts, |_| true) {
                     Ok(r) => {
                         fields.insert(
                             "response".into(),
                             json!({"text": r.text, "stopped": r.stopped, "tokens": r.tokens.len(),
+                                   "checked": checker.is_some(), "fallback": r.fallback,
                                    "ms": t0.elapsed().as_secs_f64() * 1e3}),
                         );
                     }
@@ -283,16 +332,18 @@ fn main() -> ExitCode {
             force_safety,
             max_tokens,
             no_repeat_ngram,
+            check,
+            classifier,
         } if text.is_some() != jsonl => {
             let opts = RespondOptions {
                 force_safety,
                 max_tokens,
                 no_repeat_ngram,
             };
-            match text {
-                Some(text) => respond_cmd(&dir, &text, opts),
-                None => respond_jsonl(&dir, opts),
-            }
+            reply_checker(check, classifier.as_ref()).and_then(|checker| match text {
+                Some(text) => respond_cmd(&dir, &text, opts, checker),
+                None => respond_jsonl(&dir, opts, checker),
+            })
         }
         Command::Respond { .. } => Err(GuardError::Input(
             "give a message, or --jsonl to read JSON lines from stdin (not both)".into(),

@@ -136,17 +136,37 @@ def main():
             w(f"| {lang} | {m['n']} | {pct(m['lang_ok'])} % | {pct(m['rated_safe'])} % | {pct(m['no_steps'])} % | "
               f"{pct(m.get('repetition', 0))} % | {pct(m['hit_limit'])} % | {m['median_tokens']:.0f} |")
         w(f"\n({r['seconds']:.0f} s for all replies on this machine, native runtime.)\n")
+    if "responses_gated" in ev:
+        gr = ev["responses_gated"]
+        w("### What users see: the same requests through the reply gate\n")
+        w("The JS API's `respond` (and `slm-guard respond --check`) releases a reply sentence by sentence, each after the "
+          "shipped classifier has read the reply so far (`src/reply_gate.rs`); a flagged sentence is withheld and ends "
+          "the reply, and if nothing passed, the built-in reply for the message's category is shown. The classifier "
+          "was trained on requests, so it also flags refusals that repeat the harmful topic: part of the fallbacks "
+          "below are acceptable replies the gate did not let through.\n")
+        w("| lang | n | whole reply released | cut at a withheld sentence | built-in reply instead | shown text rated safe | language ok |\n"
+          "|---|---|---|---|---|---|---|")
+        for lang in ("all", "ko", "en"):
+            m = gr[lang]
+            w(f"| {lang} | {m['n']} | {pct(m['whole'])} % | {pct(m['cut'])} % | {pct(m['fallback'])} % | "
+              f"{pct(m['rated_safe'])} % | {pct(m['lang_ok'])} % |")
+        w("")
     if resp:
         w("### 20 sample replies per language (the first 20 held-back requests of each, unedited)\n")
         for lang in ("ko", "en"):
             w(f"**{lang}**\n")
-            w("| # | request | reply | checks |\n|---|---|---|---|")
+            gated = any("gated" in o for o in resp)
+            w("| # | request | reply (raw model) | checks |" + (" shown after the gate |" if gated else "") + "\n"
+              "|---|---|---|---|" + ("---|" if gated else ""))
             for i, o in enumerate([o for o in resp if o["lang"] == lang][:20], 1):
                 esc = lambda t: t.replace("|", "\\|").replace("\n", " ")
                 flags = " ".join(k for k in ("lang_ok", "rated_safe", "no_steps") if not o[k])
                 end = " (limit)" if o["hit_limit"] else " (repetition stop)" if o.get("repetition") else ""
+                g = o.get("gated")
+                shown = (f" {esc(g['text'])}" + (" (built-in)" if g["fallback"] else " (cut)" if g["stopped"] == "unsafe"
+                                                 else "") + " |") if g else ""
                 w(f"| {i} | {esc(o['query'][:160])} | {esc(o['response'])} | {('fails: ' + flags) if flags else 'ok'}"
-                  f"{end} |")
+                  f"{end} |{shown}")
             w("")
     w("## Licences\n")
     w("- **Gemma**: the weights are a derivative of Gemma 3 270M and are provided under and subject to the Gemma Terms "

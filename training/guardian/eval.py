@@ -128,20 +128,43 @@ def generate_torch(model, tok, rows, max_tokens):
     for r in rows:
         ids = greedy(model, spec.respond_prompt(encode(tok, r["text"])), max_tokens, no_repeat=4)
         text = tok.decode(ids, skip_special_tokens=False)
-        out.append((text, len(ids), "max_tokens" if len(ids) >= max_tokens else "end_of_turn_or_repetition"))
+        out.append((text, len(ids), "max_tokens" if len(ids) >= max_tokens else "end_of_turn_or_repetition", False))
     return out
 
 
-def generate_cli(rows, binary, model_dir, max_tokens):
+def generate_cli(rows, binary, model_dir, max_tokens, check=False):
     lines = "".join(json.dumps({"id": i, "text": r["text"]}, ensure_ascii=False) + "\n" for i, r in enumerate(rows))
-    res = subprocess.run([binary, "respond", "--jsonl", "--model", str(model_dir), "--max-tokens", str(max_tokens)],
-                         input=lines, capture_output=True, text=True, check=True)
-    got = [("", 0, "error")] * len(rows)
+    res = subprocess.run([binary, "respond", "--jsonl", "--model", str(model_dir), "--max-tokens", str(max_tokens)]
+                         + (["--check"] if check else []), input=lines, capture_output=True, text=True, check=True)
+    got = [("", 0, "error", False)] * len(rows)
     for line in res.stdout.splitlines():
         v = json.loads(line)
         if "response" in v:
-            got[v["id"]] = (v["response"]["text"], v["response"]["tokens"], v["response"]["stopped"])
+            r = v["response"]
+            got[v["id"]] = (r["text"], r["tokens"], r["stopped"], r.get("fallback", False))
     return got
+
+
+def gated_checks(rows, binary, model_dir, out, max_tokens=96):
+    """The same requests through the reply gate (`respond --check`, the JS API's default): what users see.
+    Adds `gated` to each of `out` and returns a summary: whole replies released, cut at a withheld sentence,
+    replaced by the built-in reply, and the classifier's verdict on what was shown."""
+    got = generate_cli(rows, binary, model_dir, max_tokens, check=True)
+    scores = classifier_scores([{"text": g[0]} for g in got], binary)
+    t_cls = json.loads((ROOT / "models/classifier/manifest.json").read_text())["thresholds"]["unsafe"]
+    for o, (text, n, stopped, fallback), sc in zip(out, got, scores):
+        o["gated"] = {"text": text, "stopped": stopped, "fallback": fallback, "classifier_score": float(sc),
+                      "lang_ok": (hangul_share(text) > 0.5) == (o["lang"] == "ko")}
+    summary = {}
+    for lang in ("all", "ko", "en"):
+        sel = [o["gated"] for o in out if lang == "all" or o["lang"] == lang]
+        summary[lang] = {"n": len(sel),
+                         "whole": float(np.mean([g["stopped"] != "unsafe" for g in sel])),
+                         "cut": float(np.mean([g["stopped"] == "unsafe" and not g["fallback"] for g in sel])),
+                         "fallback": float(np.mean([g["fallback"] for g in sel])),
+                         "rated_safe": float(np.mean([g["classifier_score"] < t_cls for g in sel])),
+                         "lang_ok": float(np.mean([g["lang_ok"] for g in sel]))}
+    return summary
 
 
 def response_checks(generate, rows, binary, max_tokens=96):
@@ -150,7 +173,7 @@ def response_checks(generate, rows, binary, max_tokens=96):
     on <end_of_turn> rather than the token limit."""
     out = []
     t0 = time.time()
-    for r, (text, n, stopped) in zip(rows, generate(rows, max_tokens)):
+    for r, (text, n, stopped, *_) in zip(rows, generate(rows, max_tokens)):
         out.append({"id": r["id"], "lang": r["lang"], "query": r["text"], "categories": r["categories"],
                     "response": text, "tokens": n, "stopped": stopped, "hit_limit": n >= max_tokens,
                     "repetition": stopped == "repetition"})
@@ -252,6 +275,9 @@ def main():
         summary, generated = response_checks(generate, held, a.classifier_bin)
         result["responses"] = summary
         print("responses", json.dumps(summary), flush=True)
+        if not a.model.startswith("checkpoint:"):
+            result["responses_gated"] = gated_checks(held, a.classifier_bin, a.model, generated)
+            print("gated", json.dumps(result["responses_gated"]), flush=True)
         with open(Path(a.out).with_name("responses.jsonl"), "w", encoding="utf-8") as f:
             for o in generated:
                 f.write(json.dumps(o, ensure_ascii=False) + "\n")
