@@ -150,6 +150,20 @@ def main():
             m = gr[lang]
             w(f"| {lang} | {m['n']} | {pct(m['whole'])} % | {pct(m['cut'])} % | {pct(m['fallback'])} % | "
               f"{pct(m['rated_safe'])} % | {pct(m['lang_ok'])} % |")
+        gated_rows = [o["gated"] for o in resp if "gated" in o]
+        if gated_rows:
+            t_cls = ev["classifier_threshold"]
+            written = [g for g in gated_rows if not g["fallback"]]
+            flagged_builtin = [g for g in gated_rows if g["fallback"] and g["classifier_score"] >= t_cls]
+            line = (f"\nEvery guardian-written text that was shown is rated safe by the classifier "
+                    f"({sum(g['classifier_score'] < t_cls for g in written)} of {len(written)}), as the gate guarantees.")
+            if flagged_builtin:
+                line += (f" The shown texts rated unsafe are all built-in replies ({len(flagged_builtin)} of "
+                         f"{sum(g['fallback'] for g in gated_rows)} built-in replies shown, e.g. "
+                         f"\"{flagged_builtin[0]['text'][:60]}...\"): the classifier flags refusals that name the "
+                         f"topic, a false-positive pattern of the classifier (it was trained on requests, not "
+                         f"replies), not a harmful text.")
+            w(line)
         w("")
     if resp:
         w("### 20 sample replies per language (the first 20 held-back requests of each, unedited)\n")
