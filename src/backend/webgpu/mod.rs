@@ -3,13 +3,15 @@
 //! once and stay quantized, activations are f32 (the CPU path rounds them to int16 inside its matmuls), batches
 //! are ragged (an offset table, no padding), and one `forward` is one submission and one readback.
 //!
-//! The guardian decoder (model/guardian.rs) has its kernels here too, tested one by one against the CPU ops but not
-//! yet wired into a model: RMSNorm (plain, sandwich residual, per q/k head), RoPE, causal GQA against a KV cache
-//! with a sliding window, GeGLU; its row-scaled Q8_0 linears run on `matmul_q8.wgsl` as they are.
+//! The guardian decoder (model/guardian.rs) has its kernels here too, each tested against the CPU ops: RMSNorm
+//! (plain, sandwich residual, per q/k head), RoPE, causal GQA against a KV cache with a sliding window, GeGLU; its
+//! row-scaled Q8_0 linears run on `matmul_q8.wgsl` as they are.
 //!
 //! `device.rs` adapter/device/error handling, `kernels.rs` pipelines, `weights.rs` upload, `shaders/` the WGSL,
-//! `harness.rs` single-kernel runs for tests.
+//! `harness.rs` single-kernel runs for tests, `decoder.rs` the guardian's whole forward pass (`WebGpuDecoder`: GPU KV
+//! cache, prefill/step, head), not yet used by `Guardian`.
 
+pub mod decoder;
 mod device;
 pub mod harness;
 pub mod kernels;

@@ -186,7 +186,7 @@ impl Tables {
     }
 }
 
-fn dense(w: &mut GgufWeights, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+pub(super) fn dense(w: &mut GgufWeights, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
     Ok(w.tensor(name, shape)?
         .dequantize(&Device::Cpu)?
         .flatten_all()?

@@ -1,15 +1,17 @@
 // Embedding gather: x[t] = word[id_t] + position[pos_t] + token_type[0], one invocation per element.
 // The word table stays in its GGUF encoding (raw bytes packed into u32 words, blocks not 4-aligned), decoded here.
-// Reusable as-is for the decoder's token embedding (no position table: pass has_pos = 0).
+// fmt 4 is the decoder's tied embedding as matmul_q8.wgsl stores it (so one copy serves the gather and the head):
+// int8 values 4 per u32 in `word`, one f32 scale per 32-element block in `tables`; the row is multiplied by `scale`
+// (Gemma's sqrt(hidden)) and nothing is added.
 
 struct Params {
     tokens: u32,
     hidden: u32,
-    fmt: u32,        // 0 = Q4_0, 1 = Q8_0, 2 = F16, 3 = F32
+    fmt: u32,        // 0 = Q4_0, 1 = Q8_0, 2 = F16, 3 = F32, 4 = repacked Q8_0 (decoder)
     seqs: u32,       // meta layout: starts[seqs + 1] | seq_of_token[tokens] | ids[tokens]
     pos_off: u32,    // offset of the position table in `tables`
     type_off: u32,   // offset of the token-type-0 row in `tables`
-    _pad0: u32,
+    scale: f32,      // fmt 4 only
     _pad1: u32,
 }
 
@@ -43,6 +45,10 @@ fn word_value(e: u32) -> f32 {
             return f32(q) * f16_at(base);
         }
         case 2u: { return f16_at(e * 2u); }
+        case 4u: {
+            let q = bitcast<i32>(word[e >> 2u] << (24u - 8u * (e & 3u))) >> 24u;
+            return f32(q) * tables[e / 32u];
+        }
         default: { return bitcast<f32>(word[e]); }
     }
 }
@@ -55,8 +61,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     let t = idx / p.hidden;
     let d = idx % p.hidden;
+    let id = seq_info[p.seqs + 1u + p.tokens + t];
+    if p.fmt == 4u {
+        out[idx] = word_value(id * p.hidden + d) * p.scale;
+        return;
+    }
     let seq = seq_info[p.seqs + 1u + t];
     let pos = t - seq_info[seq];
-    let id = seq_info[p.seqs + 1u + p.tokens + t];
     out[idx] = word_value(id * p.hidden + d) + tables[p.pos_off + pos * p.hidden + d] + tables[p.type_off + d];
 }

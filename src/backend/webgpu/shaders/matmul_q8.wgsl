@@ -1,5 +1,6 @@
 // y = x W^T + b (optionally GELU(erf)), with W int8 rows + one f32 scale per 32-element block (Q8_0 as uploaded,
-// repacked 4-aligned: i8 values 4 per u32, scales and then the bias in `aux`). x: m x k f32, y: m x n f32.
+// repacked 4-aligned: i8 values 4 per u32, scales and then the bias in `aux`). x: m x k f32, y: m x n f32 from
+// element `y_off` of its buffer.
 // `dense` = 1: W is plain f32 (small unquantized tensors such as the head) and `aux` is just the bias.
 // Tiles of 32 rows x 64 outputs, k in steps of one Q8_0 block; each of 16x16 invocations owns 2 x 4 outputs.
 // Any m, n; k a multiple of 32 for Q8_0 (a block), any k when dense. Reusable for every decoder projection
@@ -12,7 +13,7 @@ struct Params {
     gelu: u32,
     bias_off: u32,   // offset of the bias in `aux` (scales come first: n * k / 32)
     dense: u32,
-    _pad1: u32,
+    y_off: u32,      // where row 0 of the output starts in y (the decoder writes k|v straight into its cache)
     _pad2: u32,
 }
 
@@ -122,7 +123,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
                 if p.gelu != 0u {
                     v = gelu(v);
                 }
-                y[row * p.n + col] = v;
+                y[p.y_off + row * p.n + col] = v;
             }
         }
     }
