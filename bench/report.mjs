@@ -78,6 +78,7 @@ if (existsSync(new URL('results/guardian-native.json', import.meta.url)) && exis
     '',
     '| | native | wasm (Node) |', '|---|---|---|',
     `| greedy decode, tokens/s (median) | ${gn.decode_tokens_per_s.toFixed(1)} | ${gw.decode_tokens_per_s_median.toFixed(1)} |`,
+    `| the same through the reply gate (classifier checks each sentence), tokens/s | | ${gw.gated_tokens_per_s_median?.toFixed(1) ?? 'n/a'} |`,
     `| first piece of a reply (prompt read + 1 token), median | | ${gw.first_token_ms_median.toFixed(0)} ms |`,
     `| load (verify sha256 + parse; wasm: classifier + guardian) | ${gn.load_ms_median.toFixed(0)} ms | ${gw.load_ms.toFixed(0)} ms |`,
     `| peak RSS | ${gn.peak_rss_mb?.toFixed(0)} MiB | ${gw.rss_mb.toFixed(0)} MiB (Node process) |`,

@@ -116,9 +116,9 @@ export interface GuardianResponse {
   lang: 'ko' | 'en';
   model: string;
   timing_ms: number;
-  /** Prompt read + first piece. */
+  /** Prompt read + first generated token. */
   first_token_ms: number | null;
-  /** Decode speed after the first token. */
+  /** Decode speed after the first token (with check, the classifier's sentence checks are included). */
   tokens_per_s: number;
 }
 

@@ -379,7 +379,7 @@ impl WasmGeneration {
             }
         }
         .map_err(|e| js_error(&e))?;
-        if piece.as_deref().is_some_and(|p| !p.is_empty()) && self.first_ms.is_none() {
+        if piece.is_some() && self.first_ms.is_none() {
             self.first_ms = Some(crate::clock::now_ms() - self.t0);
         }
         Ok(piece)
