@@ -23,7 +23,7 @@ const lines = [
   '',
   '### Latency per message (median / p95 over repeated runs, after warm-up)',
   '',
-  '**Native** (`slm-guard bench --threads 1`, x86_64, AVX2 int8 kernels)',
+  '**Native** (`slm-guard bench --threads 1`, x86_64, AVX2 or AVX-512 VNNI int8 kernels, whichever the CPU has)',
   '',
   '| target tokens | tokens run | windows | median ms | p95 ms |', '|---|---|---|---|---|',
   ...native.latency.map(row),
