@@ -546,16 +546,18 @@ impl Generation {
     }
 }
 
+/// Where a sentence ends (also where the reply gate checks a reply: `reply_gate.rs`).
+pub(crate) const SENTENCE_ENDS: [char; 8] = ['.', '!', '?', '\n', '。', '！', '？', '…'];
+
 /// A reply cut off because it began to repeat itself ends mid-sentence ("I can't help with that. I can't"): keep
 /// it up to its last sentence end, when it has one. The streamed pieces still hold the fragment; the final
 /// `Response::text` (what a UI settles on) does not.
 fn drop_unfinished_sentence(text: String) -> String {
-    let ends = ['.', '!', '?', '\n', '。', '！', '？', '…'];
     match text
         .trim_end()
         .char_indices()
         .rev()
-        .find(|(_, c)| ends.contains(c))
+        .find(|(_, c)| SENTENCE_ENDS.contains(c))
     {
         Some((i, c)) if i > 0 => {
             let kept = text[..i + c.len_utf8()].trim_end();

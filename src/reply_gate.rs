@@ -8,11 +8,8 @@
 
 use crate::error::Result;
 use crate::guard::Guard;
-use crate::guardian::{Generation, Guardian, RespondOptions, Response, StopReason};
+use crate::guardian::{Generation, Guardian, RespondOptions, Response, StopReason, SENTENCE_ENDS};
 use crate::policy::Policy;
-
-/// Where a sentence ends: once the pending text ends with one of these (trailing spaces aside), it is checked.
-const SENTENCE_ENDS: [char; 8] = ['.', '!', '?', '\n', '。', '！', '？', '…'];
 
 /// What one `ReplyGate::step` did.
 #[derive(Debug, PartialEq)]
@@ -71,6 +68,7 @@ impl ReplyGate {
         let released = match gen.next(g)? {
             Some(piece) => {
                 self.pending.push_str(&piece);
+                // checked once the pending text ends a sentence (trailing spaces aside)
                 if !self.pending.trim_end().ends_with(SENTENCE_ENDS) {
                     return Ok(Step::Held);
                 }

@@ -240,6 +240,58 @@ mod simd128 {
     }
 }
 
+/// The x86 kernels share the simd128 kernel's tiling (4 weight rows x 2 tokens); only the vector width and the
+/// multiply-accumulate differ. Every kernel computes the same integer sums, bit for bit.
+#[cfg(target_arch = "x86_64")]
+macro_rules! x86_tiled_matmul {
+    ($features:literal, $step:literal, $zero:expr, $load_x:expr, $load_w:expr, $madd:expr, $hsum:expr) => {
+        #[target_feature(enable = $features)]
+        pub unsafe fn matmul(
+            x: &[i16],
+            m: usize,
+            w: &[i8],
+            n: usize,
+            k: usize,
+            emit: &mut impl FnMut(usize, usize, i32),
+        ) {
+            assert!(x.len() >= m * k && w.len() >= n * k && k % $step == 0);
+            let mut t = 0;
+            while t < m {
+                let two = t + 1 < m;
+                let x0 = x[t * k..].as_ptr();
+                let x1 = if two { x[(t + 1) * k..].as_ptr() } else { x0 };
+                let mut r = 0;
+                while r < n {
+                    let rows = (n - r).min(4);
+                    let wp: [*const i8; 4] =
+                        core::array::from_fn(|i| w[(r + i.min(rows - 1)) * k..].as_ptr());
+                    let mut acc = [$zero; 8];
+                    let mut kk = 0;
+                    while kk < k {
+                        let a = $load_x(x0.add(kk));
+                        let b = $load_x(x1.add(kk));
+                        for i in 0..4 {
+                            let wv = $load_w(wp[i].add(kk));
+                            acc[2 * i] = $madd(acc[2 * i], wv, a);
+                            acc[2 * i + 1] = $madd(acc[2 * i + 1], wv, b);
+                        }
+                        kk += $step;
+                    }
+                    for i in 0..rows {
+                        emit(t, r + i, $hsum(acc[2 * i]));
+                        if two {
+                            emit(t + 1, r + i, $hsum(acc[2 * i + 1]));
+                        }
+                    }
+                    r += 4;
+                }
+                t += 2;
+            }
+        }
+    };
+}
+
+/// 256 bits: `madd` (int16 pairs -> int32) then `add`.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use core::arch::x86_64::*;
@@ -252,54 +304,18 @@ mod avx2 {
         _mm_cvtsi128_si32(s)
     }
 
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn matmul(
-        x: &[i16],
-        m: usize,
-        w: &[i8],
-        n: usize,
-        k: usize,
-        emit: &mut impl FnMut(usize, usize, i32),
-    ) {
-        assert!(x.len() >= m * k && w.len() >= n * k && k % 16 == 0);
-        let mut t = 0;
-        while t < m {
-            let two = t + 1 < m;
-            let x0 = x[t * k..].as_ptr();
-            let x1 = if two { x[(t + 1) * k..].as_ptr() } else { x0 };
-            let mut r = 0;
-            while r < n {
-                let rows = (n - r).min(4);
-                let wp: [*const i8; 4] =
-                    core::array::from_fn(|i| w[(r + i.min(rows - 1)) * k..].as_ptr());
-                let mut acc = [_mm256_setzero_si256(); 8];
-                let mut kk = 0;
-                while kk < k {
-                    let a = _mm256_loadu_si256(x0.add(kk) as *const __m256i);
-                    let b = _mm256_loadu_si256(x1.add(kk) as *const __m256i);
-                    for i in 0..4 {
-                        let wv =
-                            _mm256_cvtepi8_epi16(_mm_loadu_si128(wp[i].add(kk) as *const __m128i));
-                        acc[2 * i] = _mm256_add_epi32(acc[2 * i], _mm256_madd_epi16(wv, a));
-                        acc[2 * i + 1] = _mm256_add_epi32(acc[2 * i + 1], _mm256_madd_epi16(wv, b));
-                    }
-                    kk += 16;
-                }
-                for i in 0..rows {
-                    emit(t, r + i, hsum(acc[2 * i]));
-                    if two {
-                        emit(t + 1, r + i, hsum(acc[2 * i + 1]));
-                    }
-                }
-                r += 4;
-            }
-            t += 2;
-        }
-    }
+    x86_tiled_matmul!(
+        "avx2",
+        16,
+        _mm256_setzero_si256(),
+        |p: *const i16| _mm256_loadu_si256(p as *const __m256i),
+        |p: *const i8| _mm256_cvtepi8_epi16(_mm_loadu_si128(p as *const __m128i)),
+        |acc, w, x| _mm256_add_epi32(acc, _mm256_madd_epi16(w, x)),
+        |v| hsum(v)
+    );
 }
 
-/// The AVX2 tiling at 512 bits with VNNI: `vpdpwssd` multiplies int16 pairs and accumulates in one instruction
-/// (AVX2 needs `madd` + `add` for half the width). Same integer sums as the other kernels, bit for bit.
+/// 512 bits with VNNI: `vpdpwssd` multiplies int16 pairs and accumulates in one instruction.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use core::arch::x86_64::*;
@@ -308,51 +324,15 @@ mod avx512 {
         std::is_x86_feature_detected!("avx512bw") && std::is_x86_feature_detected!("avx512vnni")
     }
 
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub unsafe fn matmul(
-        x: &[i16],
-        m: usize,
-        w: &[i8],
-        n: usize,
-        k: usize,
-        emit: &mut impl FnMut(usize, usize, i32),
-    ) {
-        assert!(x.len() >= m * k && w.len() >= n * k && k % 32 == 0);
-        let mut t = 0;
-        while t < m {
-            let two = t + 1 < m;
-            let x0 = x[t * k..].as_ptr();
-            let x1 = if two { x[(t + 1) * k..].as_ptr() } else { x0 };
-            let mut r = 0;
-            while r < n {
-                let rows = (n - r).min(4);
-                let wp: [*const i8; 4] =
-                    core::array::from_fn(|i| w[(r + i.min(rows - 1)) * k..].as_ptr());
-                let mut acc = [_mm512_setzero_si512(); 8];
-                let mut kk = 0;
-                while kk < k {
-                    let a = _mm512_loadu_si512(x0.add(kk) as *const __m512i);
-                    let b = _mm512_loadu_si512(x1.add(kk) as *const __m512i);
-                    for i in 0..4 {
-                        let wv = _mm512_cvtepi8_epi16(_mm256_loadu_si256(
-                            wp[i].add(kk) as *const __m256i
-                        ));
-                        acc[2 * i] = _mm512_dpwssd_epi32(acc[2 * i], wv, a);
-                        acc[2 * i + 1] = _mm512_dpwssd_epi32(acc[2 * i + 1], wv, b);
-                    }
-                    kk += 32;
-                }
-                for i in 0..rows {
-                    emit(t, r + i, _mm512_reduce_add_epi32(acc[2 * i]));
-                    if two {
-                        emit(t + 1, r + i, _mm512_reduce_add_epi32(acc[2 * i + 1]));
-                    }
-                }
-                r += 4;
-            }
-            t += 2;
-        }
-    }
+    x86_tiled_matmul!(
+        "avx512f,avx512bw,avx512vnni",
+        32,
+        _mm512_setzero_si512(),
+        |p: *const i16| _mm512_loadu_si512(p as *const __m512i),
+        |p: *const i8| _mm512_cvtepi8_epi16(_mm256_loadu_si256(p as *const __m256i)),
+        |acc, w, x| _mm512_dpwssd_epi32(acc, w, x),
+        |v| _mm512_reduce_add_epi32(v)
+    );
 }
 
 #[cfg(test)]

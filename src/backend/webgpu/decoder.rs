@@ -545,12 +545,7 @@ impl WebGpuDecoder {
         self.gpu.check_alive()?;
         let h = c.hidden;
         let row_bytes = (h * 4) as u64;
-        let readback = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("hidden readback"),
-            size: row_bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let readback = self.gpu.readback_buffer("hidden readback", row_bytes);
         let (encoded, check) = self.gpu.scoped(|| -> Result<()> {
             let _turn = self
                 .submit
@@ -620,12 +615,7 @@ impl WebGpuDecoder {
         }
         self.gpu.check_alive()?;
         let out_bytes = (c.vocab * 4) as u64;
-        let readback = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("logits readback"),
-            size: out_bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let readback = self.gpu.readback_buffer("logits readback", out_bytes);
         let (encoded, check) = self.gpu.scoped(|| -> Result<()> {
             let _turn = self
                 .submit

@@ -116,6 +116,16 @@ impl Gpu {
         (out, check)
     }
 
+    /// A host-readable buffer of `size` bytes that submitted work copies its result into (for `read_f32`).
+    pub fn readback_buffer(&self, label: &str, size: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
     /// Map `buffer` (MAP_READ, already filled by submitted work) and copy it out as f32.
     pub async fn read_f32(&self, buffer: &wgpu::Buffer) -> Result<Vec<f32>> {
         let (tx, rx) = oneshot();

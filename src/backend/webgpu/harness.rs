@@ -96,12 +96,7 @@ impl KernelHarness {
                 .collect();
             let refs: Vec<&wgpu::Buffer> = bufs.iter().collect();
             let bind = self.pipelines.bind_group(gpu, k, &uniform, 0, &refs);
-            let readback = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("readback"),
-                size: bufs[rw].size(),
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
+            let readback = gpu.readback_buffer("readback", bufs[rw].size());
             let mut enc = gpu.device.create_command_encoder(&Default::default());
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());

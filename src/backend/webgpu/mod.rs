@@ -177,12 +177,7 @@ impl WebGpuBackend {
         let tokens: usize = batch.iter().map(Vec::len).sum();
         let labels = self.config.labels.len();
         let out_bytes = (batch.len() * labels * 4) as u64;
-        let readback = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("logits readback"),
-            size: out_bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let readback = self.gpu.readback_buffer("logits readback", out_bytes);
         // the lock is held only while encoding (never across an await), so overlapping calls just queue up
         let (encoded, check) = self.gpu.scoped(|| -> Result<()> {
             let mut state = self.state.lock().map_err(|_| failed("state poisoned"))?;
