@@ -24,23 +24,7 @@ sys.path.insert(0, str(ROOT))
 from training.eval.metrics import at_threshold, auprc  # noqa: E402
 from training.guardian.eval import DATA, cli_guardian_scores, guardian_scores, rows_of  # noqa: E402
 from training.guardian.gemma3 import load_gguf, load_tokenizer  # noqa: E402
-from training.guardian.train import BASE_GGUF, BASE_TOKENIZER, RUN, apply_state  # noqa: E402
-
-
-def state_from_delta(path):
-    """The trained tensors of delta.gguf as `apply_state` takes them (what export.py wrote, dequantized)."""
-    import gguf
-    from training.guardian.assemble import dequantized, field
-    r = gguf.GGUFReader(str(path))
-    t = {x.name: torch.from_numpy(dequantized(x).copy()) for x in r.tensors}
-    state = {"special_ids": torch.tensor(field(r, "slm_guard.special_ids")), "special_rows": t.pop("special_rows"),
-             "output_norm": t.pop("output_norm.weight")}
-    layers = sorted({int(n.split(".")[1]) for n in t})
-    state["first"] = layers[0]
-    for name, v in t.items():
-        _, i, n, _ = name.split(".")  # same naming as gemma3.load_gguf
-        state[f"blk.{i}.{n}" + (".weight" if n.startswith(("attn_", "ffn_")) and "norm" not in n else "")] = v
-    return state
+from training.guardian.train import BASE_GGUF, BASE_TOKENIZER, RUN, apply_state, state_from_delta  # noqa: E402
 
 
 def main():

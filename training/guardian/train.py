@@ -197,6 +197,23 @@ def apply_state(model, state):
     return model
 
 
+def state_from_delta(path):
+    """The trained tensors of a delta.gguf as `apply_state` takes them (what export.py wrote, dequantized): lets a
+    run start from the shipped guardian instead of the base model, and lets evaluation work without best.pt."""
+    import gguf
+    from training.guardian.assemble import dequantized, field
+    r = gguf.GGUFReader(str(path))
+    t = {x.name: torch.from_numpy(dequantized(x).copy()) for x in r.tensors}
+    state = {"special_ids": torch.tensor(field(r, "slm_guard.special_ids")), "special_rows": t.pop("special_rows"),
+             "output_norm": t.pop("output_norm.weight")}
+    layers = sorted({int(n.split(".")[1]) for n in t})
+    state["first"] = layers[0]
+    for name, v in t.items():
+        _, i, n, _ = name.split(".")  # same naming as gemma3.load_gguf
+        state[f"blk.{i}.{n}" + (".weight" if n.startswith(("attn_", "ffn_")) and "norm" not in n else "")] = v
+    return state
+
+
 @torch.no_grad()
 def dev_loss(model, tr, rows, vocab_ids, n=256):
     tot, cnt = {}, {}
@@ -222,6 +239,8 @@ def main():
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--run", default=str(RUN))
     ap.add_argument("--vocab", default=str(RUN / "vocab.json"))
+    ap.add_argument("--init-delta", help="start from this delta.gguf (e.g. models/guardian/delta.gguf: continue the "
+                    "shipped guardian) instead of the base model; ignored when resuming from last.pt")
     a = ap.parse_args()
     data, run = Path(a.data), Path(a.run)
     torch.manual_seed(a.seed)
@@ -238,6 +257,13 @@ def main():
     print(f"bf16 autocast: {use_bf16()}; data: {len(rows)} train rows, dev {len(dev_cls)}+{len(dev_resp)} ({time.time() - t0:.0f} s)", flush=True)
     model, _ = load_gguf(BASE_GGUF)
     model.requires_grad_(False)
+    if a.init_delta and not (run / "last.pt").is_file():
+        init = state_from_delta(Path(a.init_delta))
+        if init["first"] != model.cfg.layers - a.train_layers:
+            sys.exit(f"{a.init_delta} trained layers {init['first']}.., not the top {a.train_layers}: pass "
+                     f"--train-layers {model.cfg.layers - init['first']}")
+        apply_state(model, init)  # before Trainable, which copies the special rows from the embedding
+        print(f"initialised from {a.init_delta}", flush=True)
     tr = Trainable(model, a.train_layers)
     params = [p for i in range(tr.first, model.cfg.layers) for p in model.blk[i].parameters()] + [model.output_norm]
     for p in params:
