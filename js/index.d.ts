@@ -211,7 +211,7 @@ export class Guard {
   static load(options: LoadOptions): Promise<Guard>;
   /** With a guardian attached, the cascade (see `Verdict.decided_by` / `cascade`). */
   classify(text: string, policy?: Policy): Promise<Verdict>;
-  /** The classifier's verdicts (no cascade). */
+  /** One verdict per message, as `classify` gives it (the cascade too, when a guardian is attached). */
   classifyBatch(texts: string[], policy?: Policy): Promise<Verdict[]>;
   /** Load the guardian later (it is large); replaces one attached before. */
   attachGuardian(options: GuardianLoadOptions): Promise<GuardianInfo>;

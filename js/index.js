@@ -397,13 +397,17 @@ export class Guard {
     }
   }
 
-  /** One verdict per message (the classifier's: batches skip the cascade); a message that cannot be scored gets
-   * the fail-mode verdict with `error` set. */
+  /** One verdict per message, each the verdict `classify` would give it (the cascade included); a message that
+   * cannot be scored gets the fail-mode verdict with `error` set. */
   async classifyBatch(texts, policy) {
     if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string')) {
       throw new GuardError('INVALID_INPUT', 'texts must be an array of strings');
     }
     try {
+      if (this.#guardian && this.#cascade !== false) {
+        const band = typeof this.#cascade === 'object' ? this.#cascade : undefined;
+        return await this.#live().classifyBatchCascadeAsync(texts, policy, this.#guardian, band);
+      }
       return await this.#live().classifyBatchAsync(texts, policy);
     } catch (e) {
       rethrow(e);

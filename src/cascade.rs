@@ -118,6 +118,29 @@ pub fn refine(
     }
 }
 
+/// [`refine`] for a batch: verdict `i` is refined for `texts[i]` (the same routing per message, so a batch gives
+/// the verdicts that one `classify` call per message would).
+pub fn refine_batch(
+    classifier: Vec<Verdict>,
+    guardian: &Guardian,
+    texts: &[&str],
+    policy: &Policy,
+    band: &Band,
+) -> Result<Vec<Verdict>> {
+    if classifier.len() != texts.len() {
+        return Err(GuardError::Input(format!(
+            "{} verdicts for {} texts",
+            classifier.len(),
+            texts.len()
+        )));
+    }
+    classifier
+        .into_iter()
+        .zip(texts)
+        .map(|(v, text)| refine(v, guardian, text, policy, band))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -482,4 +482,29 @@ impl WasmGuard {
             to_js(&v)
         }))
     }
+
+    /// `classifyBatch` through the cascade: each message is routed as `classifyCascadeAsync` routes it.
+    #[wasm_bindgen(js_name = classifyBatchCascadeAsync)]
+    pub fn classify_batch_cascade_async(
+        &self,
+        texts: Vec<String>,
+        policy: JsValue,
+        guardian: &WasmGuardian,
+        band: JsValue,
+    ) -> Result<js_sys::Promise, JsValue> {
+        let policy = policy_from(policy)?;
+        let guard = self.shared()?;
+        let guardian = guardian.shared()?;
+        let band = band_from(band, &guardian)?;
+        Ok(future_to_promise(async move {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let v = guard
+                .classify_batch_async(&refs, &policy)
+                .await
+                .map_err(|e| js_error(&e))?;
+            let v = crate::cascade::refine_batch(v, &guardian, &refs, &policy, &band)
+                .map_err(|e| js_error(&e))?;
+            to_js(&v)
+        }))
+    }
 }

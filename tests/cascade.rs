@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use slm_guard::cascade::{refine, Band};
+use slm_guard::cascade::{refine, refine_batch, Band};
 use slm_guard::{
     DecidedBy, Guard, Guardian, ModelFiles, Policy, ReplyGate, RespondOptions, StopReason,
 };
@@ -131,6 +131,42 @@ fn a_message_too_long_for_the_guardian_keeps_the_classifier_verdict() {
     assert_eq!(v.score, c.score);
     let err = v.cascade.unwrap().guardian_error.expect("guardian_error");
     assert_eq!(err.code, "INPUT_TOO_LONG");
+}
+
+#[test]
+fn a_batch_is_routed_message_by_message() {
+    let Some(s) = setup() else { return };
+    let p = Policy::default();
+    // a band around the middle message's score: some texts go to the guardian, some stay with the classifier
+    let scores: Vec<f32> = TEXTS
+        .iter()
+        .map(|t| s.guard.classify(t, &p).unwrap().score)
+        .collect();
+    let mut sorted = scores.clone();
+    sorted.sort_by(f32::total_cmp);
+    let band = Band::new(sorted[0] + 1e-6, sorted[sorted.len() - 1] - 1e-6).unwrap();
+    let batch = refine_batch(
+        s.guard.classify_batch(&TEXTS, &p).unwrap(),
+        &s.guardian,
+        &TEXTS,
+        &p,
+        &band,
+    )
+    .unwrap();
+    let deciders: Vec<DecidedBy> = batch.iter().map(|v| v.decided_by).collect();
+    assert!(deciders.contains(&DecidedBy::Guardian) && deciders.contains(&DecidedBy::Classifier));
+    for (t, v) in TEXTS.iter().zip(&batch) {
+        let one = refine(s.guard.classify(t, &p).unwrap(), &s.guardian, t, &p, &band).unwrap();
+        assert_eq!(v.decided_by, one.decided_by, "{t}");
+        assert!(
+            (v.score - one.score).abs() < 1e-5,
+            "{t}: {} vs {}",
+            v.score,
+            one.score
+        );
+    }
+    let err = refine_batch(Vec::new(), &s.guardian, &TEXTS, &p, &band).unwrap_err();
+    assert_eq!(err.code(), "INVALID_INPUT");
 }
 
 #[test]

@@ -139,6 +139,13 @@ test('cascade: the band decides who answers, and the verdict says so', async () 
     if (inside) assert.ok(Math.abs(v.score - c.guardian_score) < 1e-6);
     else assert.ok(Math.abs(v.score - c.classifier_score) < 1e-6 && c.guardian_score === null);
   }
+  // a batch routes each message the same way as one classify call per message
+  const batch = await guard.classifyBatch(texts);
+  for (const [i, text] of texts.entries()) {
+    const one = await guard.classify(text);
+    assert.equal(batch[i].decided_by, one.decided_by, text);
+    assert.ok(Math.abs(batch[i].score - one.score) < 1e-5, `${text}: ${batch[i].score} vs ${one.score}`);
+  }
   // the widest band sends everything to the guardian; cascade: false turns it off
   const all = await Guard.load({ model: CLASSIFIER, guardian: GUARDIAN, cascade: { low: 0, high: 1 } });
   const none = await Guard.load({ model: CLASSIFIER, guardian: GUARDIAN, cascade: false });
@@ -152,6 +159,8 @@ test('cascade: the band decides who answers, and the verdict says so', async () 
       assert.equal(n.decided_by, 'classifier');
       assert.equal(n.cascade, undefined);
     }
+    assert.ok((await all.classifyBatch(texts)).every((v) => v.decided_by === 'guardian'));
+    assert.ok((await none.classifyBatch(texts)).every((v) => v.decided_by === 'classifier' && v.cascade === undefined));
   } finally {
     all.dispose();
     none.dispose();
