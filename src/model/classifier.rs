@@ -10,7 +10,8 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 
 use super::gguf::GgufWeights;
-use crate::backend::cpu::{int8::Int8Linear, ops};
+use crate::backend::cpu::int8::{forward_shared_input, Int8Linear};
+use crate::backend::cpu::ops;
 use crate::error::{GuardError, Result};
 
 /// GGUF `slm_guard.format_version` this file reads.
@@ -239,9 +240,18 @@ impl SelfAttention {
     fn forward(&self, x: &[f32], lens: &[usize]) -> Result<Vec<f32>> {
         let m: usize = lens.iter().sum();
         let h = self.heads * self.head_dim;
-        let q = self.query.forward(x, m)?;
-        let k = self.key.forward(x, m)?;
-        let v = self.value.forward(x, m)?;
+        let (q, k, v) = match (&self.query, &self.key, &self.value) {
+            // one input for three projections: quantize it once
+            (Linear::Int8(q), Linear::Int8(k), Linear::Int8(v)) => {
+                let [q, k, v] = forward_shared_input([q, k, v], x, m);
+                (q, k, v)
+            }
+            _ => (
+                self.query.forward(x, m)?,
+                self.key.forward(x, m)?,
+                self.value.forward(x, m)?,
+            ),
+        };
         let scale = 1.0 / (self.head_dim as f32).sqrt();
         let mut ctx = vec![0f32; m * h];
         let mut scores = Vec::new();

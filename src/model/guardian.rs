@@ -16,7 +16,8 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 
 use super::gguf::GgufWeights;
-use crate::backend::cpu::{int8::Int8Linear, ops};
+use crate::backend::cpu::int8::{forward_shared_input, Int8Linear};
+use crate::backend::cpu::ops;
 use crate::error::{GuardError, Result};
 
 /// GGUF `slm_guard.format_version` this file reads (absent in the base model's GGUF).
@@ -346,9 +347,18 @@ impl Attention {
     ) -> Result<Vec<f32>> {
         let d = self.head_dim;
         let (qd, kvd) = (self.heads * d, self.kv_heads * d);
-        let mut q = self.q.forward(x, m)?;
-        let mut k = self.k.forward(x, m)?;
-        let v = self.v.forward(x, m)?;
+        let (mut q, mut k, v) = match (&self.q, &self.k, &self.v) {
+            // one input for three projections: quantize it once
+            (Linear::Int8(q), Linear::Int8(k), Linear::Int8(v)) => {
+                let [q, k, v] = forward_shared_input([q, k, v], x, m);
+                (q, k, v)
+            }
+            _ => (
+                self.q.forward(x, m)?,
+                self.k.forward(x, m)?,
+                self.v.forward(x, m)?,
+            ),
+        };
         self.q_norm.forward(&mut q);
         self.k_norm.forward(&mut k);
         for (t, row) in q.chunks_exact_mut(qd).enumerate() {
@@ -423,8 +433,13 @@ impl Mlp {
 
     /// down(gelu_tanh(gate(x)) * up(x))
     fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
-        let mut g = self.gate.forward(x, m)?;
-        let u = self.up.forward(x, m)?;
+        let (mut g, u) = match (&self.gate, &self.up) {
+            (Linear::Int8(g), Linear::Int8(u)) => {
+                let [g, u] = forward_shared_input([g, u], x, m);
+                (g, u)
+            }
+            _ => (self.gate.forward(x, m)?, self.up.forward(x, m)?),
+        };
         ops::gelu_tanh(&mut g);
         g.iter_mut().zip(&u).for_each(|(a, b)| *a *= b);
         self.down.forward(&g, m)

@@ -143,7 +143,10 @@ pub fn exp_neg(x: f32) -> f32 {
 
 /// In place softmax of one row.
 pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+    // a comparison, not f32::max (a libm call on wasm32); NaNs are skipped either way
+    let max = x
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a });
     let mut s = 0.0;
     for v in x.iter_mut() {
         *v = exp_neg(*v - max);
