@@ -132,12 +132,23 @@ impl Gpu {
         buffer.map_async(wgpu::MapMode::Read, .., move |r| tx.send(r));
         // natively nothing drives the callbacks but poll; in a browser the event loop does
         #[cfg(not(target_arch = "wasm32"))]
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| {
-                self.lost.store(true, Ordering::SeqCst);
-                failed(format!("waiting for the device: {e}"))
-            })?;
+        {
+            self.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| {
+                    self.lost.store(true, Ordering::SeqCst);
+                    failed(format!("waiting for the device: {e}"))
+                })?;
+            // when several threads share the device, another thread's `poll` may be the one that runs this
+            // callback, a moment after ours returned: wait for it (bounded) instead of reporting a lost readback
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !rx.is_sent() && std::time::Instant::now() < deadline {
+                self.device
+                    .poll(wgpu::PollType::Poll)
+                    .map_err(|e| failed(format!("waiting for the device: {e}")))?;
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
         rx.await
             .ok_or_else(|| failed("readback never completed"))?
             .map_err(|e| failed(format!("mapping the result buffer: {e}")))?;
@@ -154,8 +165,9 @@ impl Gpu {
     }
 }
 
-/// A minimal single-value channel for wgpu's map callback (no executor or extra crate needed): natively the
-/// value is already there after `poll`, so the future resolves at once (or reports `None` instead of hanging).
+/// A minimal single-value channel for wgpu's map callback (no executor or extra crate needed): natively
+/// `read_f32` polls until the value is there, so the future resolves at once (or reports `None` instead of
+/// hanging).
 struct Slot<T> {
     value: Option<T>,
     waker: Option<Waker>,
@@ -183,6 +195,13 @@ impl<T> Sender<T> {
                 w.wake();
             }
         }
+    }
+}
+
+impl<T> Receiver<T> {
+    #[cfg(not(target_arch = "wasm32"))]
+    fn is_sent(&self) -> bool {
+        self.0.lock().map_or(true, |s| s.sent)
     }
 }
 
