@@ -456,6 +456,22 @@ fn band_from(v: JsValue, guardian: &Guardian) -> Result<Band, JsValue> {
     Band::new(get("low")? as f32, get("high")? as f32).map_err(|e| js_error(&e))
 }
 
+impl WasmGuard {
+    /// What a cascade call needs, checked before its Promise starts: policy, both models, the band.
+    fn cascade_inputs(
+        &self,
+        policy: JsValue,
+        guardian: &WasmGuardian,
+        band: JsValue,
+    ) -> Result<(Policy, Rc<Guard>, Rc<Guardian>, Band), JsValue> {
+        let policy = policy_from(policy)?;
+        let guard = self.shared()?;
+        let guardian = guardian.shared()?;
+        let band = band_from(band, &guardian)?;
+        Ok((policy, guard, guardian, band))
+    }
+}
+
 #[wasm_bindgen]
 impl WasmGuard {
     /// The cascade: the classifier's verdict, re-decided by `guardian` when its score is inside `band`
@@ -468,10 +484,7 @@ impl WasmGuard {
         guardian: &WasmGuardian,
         band: JsValue,
     ) -> Result<js_sys::Promise, JsValue> {
-        let policy = policy_from(policy)?;
-        let guard = self.shared()?;
-        let guardian = guardian.shared()?;
-        let band = band_from(band, &guardian)?;
+        let (policy, guard, guardian, band) = self.cascade_inputs(policy, guardian, band)?;
         Ok(future_to_promise(async move {
             let v = guard
                 .classify_async(&text, &policy)
@@ -492,10 +505,7 @@ impl WasmGuard {
         guardian: &WasmGuardian,
         band: JsValue,
     ) -> Result<js_sys::Promise, JsValue> {
-        let policy = policy_from(policy)?;
-        let guard = self.shared()?;
-        let guardian = guardian.shared()?;
-        let band = band_from(band, &guardian)?;
+        let (policy, guard, guardian, band) = self.cascade_inputs(policy, guardian, band)?;
         Ok(future_to_promise(async move {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let v = guard

@@ -203,7 +203,8 @@ mod kernel {
         #[cfg(target_arch = "wasm32")]
         {
             if cfg!(target_feature = "simd128") && k % 8 == 0 {
-                return super::simd128::matmul(x, m, w, n, k, &mut emit);
+                // SAFETY: simd128 is enabled at compile time (checked); slices are bounds-checked by the kernel's asserts.
+                return unsafe { super::simd128::matmul(x, m, w, n, k, &mut emit) };
             }
         }
         #[cfg(target_arch = "x86_64")]
@@ -226,71 +227,11 @@ mod kernel {
     }
 }
 
-/// Tiles of 4 weight rows x 2 tokens: each weight vector load feeds two tokens and each activation load four rows.
-/// Activations arrive as int16; weights are int8, widened in registers.
-#[cfg(target_arch = "wasm32")]
-mod simd128 {
-    use core::arch::wasm32::*;
-
-    #[inline(always)]
-    fn hsum(v: v128) -> i32 {
-        i32x4_extract_lane::<0>(v)
-            + i32x4_extract_lane::<1>(v)
-            + i32x4_extract_lane::<2>(v)
-            + i32x4_extract_lane::<3>(v)
-    }
-
-    pub fn matmul(
-        x: &[i16],
-        m: usize,
-        w: &[i8],
-        n: usize,
-        k: usize,
-        emit: &mut impl FnMut(usize, usize, i32),
-    ) {
-        assert!(x.len() >= m * k && w.len() >= n * k && k % 8 == 0);
-        let mut t = 0;
-        while t < m {
-            let two = t + 1 < m;
-            let x0 = x[t * k..].as_ptr();
-            let x1 = if two { x[(t + 1) * k..].as_ptr() } else { x0 };
-            let mut r = 0;
-            while r < n {
-                let rows = (n - r).min(4);
-                let wp: [*const i8; 4] =
-                    core::array::from_fn(|i| w[(r + i.min(rows - 1)) * k..].as_ptr());
-                let mut acc = [i32x4_splat(0); 8];
-                let mut kk = 0;
-                while kk < k {
-                    // SAFETY: kk + 8 <= k and every pointer starts a row of k bytes inside its slice (asserted).
-                    unsafe {
-                        let a = v128_load(x0.add(kk) as *const v128);
-                        let b = v128_load(x1.add(kk) as *const v128);
-                        for i in 0..4 {
-                            let wv = i16x8_load_extend_i8x8(wp[i].add(kk));
-                            acc[2 * i] = i32x4_add(acc[2 * i], i32x4_dot_i16x8(wv, a));
-                            acc[2 * i + 1] = i32x4_add(acc[2 * i + 1], i32x4_dot_i16x8(wv, b));
-                        }
-                    }
-                    kk += 8;
-                }
-                for i in 0..rows {
-                    emit(t, r + i, hsum(acc[2 * i]));
-                    if two {
-                        emit(t + 1, r + i, hsum(acc[2 * i + 1]));
-                    }
-                }
-                r += 4;
-            }
-            t += 2;
-        }
-    }
-}
-
-/// The x86 kernels share the simd128 kernel's tiling (4 weight rows x 2 tokens); only the vector width and the
-/// multiply-accumulate differ. Every kernel computes the same integer sums, bit for bit.
-#[cfg(target_arch = "x86_64")]
-macro_rules! x86_tiled_matmul {
+/// One tiling for every SIMD kernel: 4 weight rows x 2 tokens, so each weight vector load feeds two tokens and
+/// each activation load four rows. Activations arrive as int16; weights are int8, widened in registers. Only the
+/// vector width and the multiply-accumulate differ between kernels; all compute the same integer sums, bit for bit.
+#[cfg(any(target_arch = "x86_64", target_arch = "wasm32"))]
+macro_rules! tiled_matmul {
     ($features:literal, $step:literal, $zero:expr, $load_x:expr, $load_w:expr, $madd:expr, $hsum:expr) => {
         #[target_feature(enable = $features)]
         pub unsafe fn matmul(
@@ -338,6 +279,30 @@ macro_rules! x86_tiled_matmul {
     };
 }
 
+/// 128 bits: `i32x4.dot_i16x8_s` (int16 pairs -> int32) then `add`.
+#[cfg(target_arch = "wasm32")]
+mod simd128 {
+    use core::arch::wasm32::*;
+
+    #[inline(always)]
+    fn hsum(v: v128) -> i32 {
+        i32x4_extract_lane::<0>(v)
+            + i32x4_extract_lane::<1>(v)
+            + i32x4_extract_lane::<2>(v)
+            + i32x4_extract_lane::<3>(v)
+    }
+
+    tiled_matmul!(
+        "simd128",
+        8,
+        i32x4_splat(0),
+        |p: *const i16| v128_load(p as *const v128),
+        |p: *const i8| i16x8_load_extend_i8x8(p),
+        |acc, w, x| i32x4_add(acc, i32x4_dot_i16x8(w, x)),
+        |v| hsum(v)
+    );
+}
+
 /// 256 bits: `madd` (int16 pairs -> int32) then `add`.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
@@ -351,7 +316,7 @@ mod avx2 {
         _mm_cvtsi128_si32(s)
     }
 
-    x86_tiled_matmul!(
+    tiled_matmul!(
         "avx2",
         16,
         _mm256_setzero_si256(),
@@ -371,7 +336,7 @@ mod avx512 {
         std::is_x86_feature_detected!("avx512bw") && std::is_x86_feature_detected!("avx512vnni")
     }
 
-    x86_tiled_matmul!(
+    tiled_matmul!(
         "avx512f,avx512bw,avx512vnni",
         32,
         _mm512_setzero_si512(),
