@@ -1,9 +1,12 @@
 // wasm (Node, single thread) benchmark of the npm package on the shipped model: load time, latency median/p95 at
 // ~16/32/64/256 tokens, batch throughput. Usage: node bench/wasm-bench.mjs [--iters 50] [--out file.json]
+// [--pkg DIR] (another build of the package, for A/B runs of two builds in one session)
 import { readFile, writeFile } from 'node:fs/promises';
-import { Guard } from '../pkg/index.js';
+import { pathToFileURL } from 'node:url';
+import { resolve } from 'node:path';
 
 const args = Object.fromEntries(process.argv.slice(2).reduce((a, x, i, all) => (x.startsWith('--') ? [...a, [x.slice(2), all[i + 1]]] : a), []));
+const { Guard } = await import(args.pkg ? pathToFileURL(resolve(args.pkg, 'index.js')).href : '../pkg/index.js');
 const iters = Number(args.iters ?? 50);
 const dir = new URL('../models/classifier/', import.meta.url);
 const files = {

@@ -252,24 +252,44 @@ impl SelfAttention {
                 self.value.forward(x, m)?,
             ),
         };
-        let scale = 1.0 / (self.head_dim as f32).sqrt();
+        let (d, scale) = (self.head_dim, 1.0 / (self.head_dim as f32).sqrt());
         let mut ctx = vec![0f32; m * h];
-        let mut scores = Vec::new();
+        // one head of one sequence at a time, as two small matrix products: scores = Q K^T and ctx = P V, keys
+        // padded to a multiple of 8 with zeros (their scores are set to probability 0 before P V)
+        let (mut qh, mut kt, mut vh, mut scores, mut out) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut start = 0;
         for &len in lens {
-            scores.resize(len, 0.0);
+            let padded = len.next_multiple_of(8);
             for head in 0..self.heads {
-                let cols = head * self.head_dim..(head + 1) * self.head_dim;
-                for i in start..start + len {
-                    let qi = &q[i * h..][cols.clone()];
-                    for (j, s) in (start..start + len).zip(scores.iter_mut()) {
-                        *s = ops::dot(qi, &k[j * h..][cols.clone()]) * scale;
+                let cols = head * d..(head + 1) * d;
+                qh.clear();
+                kt.clear();
+                kt.resize(d * padded, 0.0);
+                vh.clear();
+                vh.resize(padded * d, 0.0);
+                for j in 0..len {
+                    let row = (start + j) * h;
+                    qh.extend_from_slice(&q[row..][cols.clone()]);
+                    for (c, &kv) in k[row..][cols.clone()].iter().enumerate() {
+                        kt[c * padded + j] = kv;
                     }
-                    ops::softmax(&mut scores);
-                    let out = &mut ctx[i * h..][cols.clone()];
-                    for (j, &p) in (start..start + len).zip(scores.iter()) {
-                        ops::axpy(p, &v[j * h..][cols.clone()], out);
+                    vh[j * d..(j + 1) * d].copy_from_slice(&v[row..][cols.clone()]);
+                }
+                scores.resize(len * padded, 0.0);
+                ops::matmul(&qh, &kt, len, d, padded, &mut scores);
+                for row in scores.chunks_exact_mut(padded) {
+                    let (real, pad) = row.split_at_mut(len);
+                    for s in real.iter_mut() {
+                        *s *= scale;
                     }
+                    ops::softmax(real);
+                    pad.fill(0.0);
+                }
+                out.resize(len * d, 0.0);
+                ops::matmul(&scores, &vh, len, padded, d, &mut out);
+                for (j, o) in out.chunks_exact(d).enumerate() {
+                    ctx[(start + j) * h..][cols.clone()].copy_from_slice(o);
                 }
             }
             start += len;

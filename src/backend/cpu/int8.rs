@@ -9,43 +9,107 @@
 //! the fp32 function; with int16 the runtime matches it to ~1e-4. The weights stay int8 and are widened in
 //! registers, which the kernels did anyway, so the cost is only twice the (small) activation bytes. Each output is
 //! rescaled once instead of once per 32-element block, which is what makes this faster than a per-block Q8_0 dot
-//! product. Kernels: wasm32 simd128 (`i32x4.dot_i16x8_s`), x86_64 AVX2 (`vpmaddwd`, chosen at run time), and a
-//! portable fallback; all three compute identical integers.
+//! product. Kernels: wasm32 simd128 (`i32x4.dot_i16x8_s`) and x86_64 AVX2 (`vpmaddwd`) on row-major weights,
+//! x86_64 AVX-512 VNNI (`vpdpwssd`) on weights repacked at load into 16-row panels (see [`Layout`]), and a
+//! portable fallback; all compute identical integers and finish them with the same float operations.
+
+use super::ops::round_nearest;
 
 /// A linear layer `y = x W^T + b` with int8 weights and a per-row scale.
 pub struct Int8Linear {
     rows: usize,
     k: usize,
+    layout: Layout,
     weights: Vec<i8>,
     scales: Vec<f32>,
     bias: Vec<f32>,
+}
+
+/// How the int8 weights lie in memory: chosen at load for the kernel this CPU runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Layout {
+    /// Row-major `rows x k`: the simd128 and AVX2 kernels, which sum each row against each token.
+    Rows,
+    /// Panels of 16 rows (`[rows / 16][k / 2][16][2]`, the last panel padded with zero rows): one 32-byte load,
+    /// widened to int16, holds 16 rows x 2 columns, and `vpdpwssd` against a broadcast pair of activations
+    /// updates 16 outputs at once. No horizontal sums, and each weight load feeds a block of tokens.
+    Panels16,
+}
+
+impl Layout {
+    /// The layout whose kernel this CPU runs fastest (AVX-512 VNNI: panels; otherwise rows).
+    fn for_this_cpu() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if avx512::available() {
+            return Self::Panels16;
+        }
+        Self::Rows
+    }
+
+    fn len(self, rows: usize, k: usize) -> usize {
+        match self {
+            Self::Rows => rows * k,
+            Self::Panels16 => rows.div_ceil(16) * 16 * k,
+        }
+    }
+
+    /// Position of weight (row `r`, column `c`).
+    fn index(self, r: usize, c: usize, k: usize) -> usize {
+        match self {
+            Self::Rows => r * k + c,
+            Self::Panels16 => (r / 16) * 16 * k + (c / 2) * 32 + (r % 16) * 2 + c % 2,
+        }
+    }
 }
 
 impl Int8Linear {
     /// From GGUF `Q8_0` block bytes (34 bytes per 32 weights: f16 scale + 32 i8). Returns `None` when a row's
     /// blocks do not share one scale (the caller then keeps candle's per-block kernel).
     pub fn from_q8_0_blocks(data: &[u8], rows: usize, k: usize, bias: Vec<f32>) -> Option<Self> {
+        Self::from_q8_0_blocks_in(Layout::for_this_cpu(), data, rows, k, bias)
+    }
+
+    fn from_q8_0_blocks_in(
+        layout: Layout,
+        data: &[u8],
+        rows: usize,
+        k: usize,
+        bias: Vec<f32>,
+    ) -> Option<Self> {
         const BLOCK: usize = 34;
         if k % 32 != 0 || data.len() != rows * (k / 32) * BLOCK || bias.len() != rows {
             return None;
         }
         let blocks_per_row = k / 32;
-        let mut weights = Vec::with_capacity(rows * k);
+        let mut weights = vec![0i8; layout.len(rows, k)];
         let mut scales = Vec::with_capacity(rows);
         for r in 0..rows {
             let row = &data[r * blocks_per_row * BLOCK..(r + 1) * blocks_per_row * BLOCK];
             let d = [row[0], row[1]];
-            for b in row.chunks_exact(BLOCK) {
-                if b[..2] != d {
+            for (b, block) in row.chunks_exact(BLOCK).enumerate() {
+                if block[..2] != d {
                     return None;
                 }
-                weights.extend(b[2..].iter().map(|&v| v as i8));
+                match layout {
+                    Layout::Rows => {
+                        let at = r * k + b * 32;
+                        for (o, &v) in weights[at..at + 32].iter_mut().zip(&block[2..]) {
+                            *o = v as i8;
+                        }
+                    }
+                    Layout::Panels16 => {
+                        for (c, &v) in (b * 32..).zip(&block[2..]) {
+                            weights[layout.index(r, c, k)] = v as i8;
+                        }
+                    }
+                }
             }
             scales.push(half::f16::from_le_bytes(d).to_f32());
         }
         Some(Self {
             rows,
             k,
+            layout,
             weights,
             scales,
             bias,
@@ -64,11 +128,8 @@ impl Int8Linear {
     /// from the same int8 table its output head multiplies with.
     pub fn row_into(&self, r: usize, out: &mut [f32]) {
         let s = self.scales[r];
-        for (o, &w) in out
-            .iter_mut()
-            .zip(&self.weights[r * self.k..(r + 1) * self.k])
-        {
-            *o = w as f32 * s;
+        for (c, o) in out.iter_mut().enumerate().take(self.k) {
+            *o = self.weights[self.layout.index(r, c, self.k)] as f32 * s;
         }
     }
 
@@ -86,10 +147,17 @@ impl Int8Linear {
         assert_eq!(xq.len(), m * self.k, "activations of the wrong width");
         let (rows, k) = (self.rows, self.k);
         let mut out = vec![0f32; m * rows];
-        let run = |xq: &[i16], xs: &[f32], out: &mut [f32]| {
-            kernel::matmul(xq, xs.len(), &self.weights, rows, k, |t, r, acc| {
-                out[t * rows + r] = acc as f32 * xs[t] * self.scales[r] + self.bias[r];
-            });
+        let part = |r0: usize, w: &[i8], xq: &[i16], xs: &[f32], out: &mut [f32]| {
+            Part {
+                layout: self.layout,
+                k,
+                weights: w,
+                scales: &self.scales[r0..r0 + out.len() / xs.len()],
+                bias: &self.bias[r0..r0 + out.len() / xs.len()],
+                xq,
+                xs,
+            }
+            .run(out)
         };
         // natively, token chunks in parallel (RAYON_NUM_THREADS / --threads); wasm32 is single-threaded
         #[cfg(not(target_arch = "wasm32"))]
@@ -100,26 +168,57 @@ impl Int8Linear {
                 let chunk = m.div_ceil(threads).next_multiple_of(2);
                 out.par_chunks_mut(chunk * rows)
                     .zip(xq.par_chunks(chunk * k).zip(xs.par_chunks(chunk)))
-                    .for_each(|(o, (q, s))| run(q, s, o));
+                    .for_each(|(o, (q, s))| part(0, &self.weights, q, s, o));
                 return out;
             }
-            // one token (decoding): split the rows instead, when there are enough to pay for the threads
+            // one token (decoding): split the rows instead, when there are enough to pay for the threads;
+            // chunks of whole panels, which are contiguous in either layout
             if threads > 1 && m == 1 && rows * k >= 1 << 20 {
-                let chunk = rows.div_ceil(threads).next_multiple_of(4);
+                let chunk = rows.div_ceil(threads).next_multiple_of(16);
                 out.par_chunks_mut(chunk)
                     .zip(self.weights.par_chunks(chunk * k))
                     .enumerate()
-                    .for_each(|(c, (o, w))| {
-                        let r0 = c * chunk;
-                        kernel::matmul(xq, 1, w, o.len(), k, |_, r, acc| {
-                            o[r] = acc as f32 * xs[0] * self.scales[r0 + r] + self.bias[r0 + r];
-                        });
-                    });
+                    .for_each(|(c, (o, w))| part(c * chunk, w, xq, xs, o));
                 return out;
             }
         }
-        run(xq, xs, &mut out);
+        part(0, &self.weights, xq, xs, &mut out);
         out
+    }
+}
+
+/// One kernel call: rows `scales.len()` of a layer (all of them, or a chunk of whole panels) against a block of
+/// quantized tokens, finished as y = acc * xs[t] * ws[r] + b[r] (in that order, so every kernel rounds alike).
+struct Part<'a> {
+    layout: Layout,
+    k: usize,
+    weights: &'a [i8],
+    scales: &'a [f32],
+    bias: &'a [f32],
+    xq: &'a [i16],
+    xs: &'a [f32],
+}
+
+impl Part<'_> {
+    /// `out`: tokens x rows, row-major.
+    fn run(&self, out: &mut [f32]) {
+        let (n, k, xs) = (self.scales.len(), self.k, self.xs);
+        assert!(out.len() == xs.len() * n && self.bias.len() == n);
+        match self.layout {
+            Layout::Rows => kernel::matmul(self.xq, xs.len(), self.weights, n, k, |t, r, acc| {
+                out[t * n + r] = acc as f32 * xs[t] * self.scales[r] + self.bias[r];
+            }),
+            Layout::Panels16 => {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: this layout is only chosen where AVX-512 BW + VNNI are present (Layout::for_this_cpu,
+                // or a test that checked); the kernel asserts every slice length it reads.
+                unsafe {
+                    avx512::linear(self, out)
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!("the panel layout is only chosen where its kernel runs")
+            }
+        }
     }
 }
 
@@ -142,7 +241,7 @@ pub fn activation_levels(k: usize) -> i16 {
 /// Symmetric per-row int16 quantization to `activation_levels(k)`: returns (values, scale per row).
 /// Written so it vectorises on every target: `f32::max` and `f32::round` are scalar libm calls on wasm32 and on
 /// baseline x86_64 and took about a quarter of a wasm classification; comparisons and the add-subtract rounding
-/// below are plain vector instructions.
+/// (`ops::round_nearest`) are plain vector instructions.
 pub fn quantize_rows(x: &[f32], m: usize, k: usize) -> (Vec<i16>, Vec<f32>) {
     let levels = activation_levels(k) as f32;
     let mut q = vec![0i16; m * k];
@@ -153,20 +252,13 @@ pub fn quantize_rows(x: &[f32], m: usize, k: usize) -> (Vec<i16>, Vec<f32>) {
         let scale = if amax > 0.0 { amax / levels } else { 1.0 };
         let inv = 1.0 / scale;
         for (o, v) in q[t * k..(t + 1) * k].iter_mut().zip(row) {
-            *o = round_small((v * inv).clamp(-levels, levels)) as i16;
+            // through i32: a float-to-i16 cast saturates in two steps that LLVM scalarises on wasm32; the value
+            // is already clamped, so i32 -> i16 is exact and the loop stays vector (`i32x4.trunc_sat_f32x4_s`)
+            *o = round_nearest((v * inv).clamp(-levels, levels)) as i32 as i16;
         }
         s[t] = scale;
     }
     (q, s)
-}
-
-/// Round to nearest, ties to even (`f32::round_ties_even`), for |y| <= 2^22: adding 1.5 * 2^23 pushes the
-/// fraction out of the mantissa, so the FPU's default rounding does the work; floats are not reassociated, so the
-/// compiler keeps both adds. NaN stays NaN (and casts to 0).
-#[inline(always)]
-fn round_small(y: f32) -> f32 {
-    const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23
-    (y + SHIFT) - SHIFT
 }
 
 /// max |x| (0 for an empty slice; NaNs are skipped, as `f32::max` skips them), with eight independent lanes.
@@ -209,10 +301,6 @@ mod kernel {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            if k % 32 == 0 && super::avx512::available() {
-                // SAFETY: AVX-512 BW + VNNI are present (checked); slices are bounds-checked by the kernel's asserts.
-                return unsafe { super::avx512::matmul(x, m, w, n, k, &mut emit) };
-            }
             if k % 16 == 0 && std::is_x86_feature_detected!("avx2") {
                 // SAFETY: AVX2 is present (checked above); slices are bounds-checked by the kernel's asserts.
                 return unsafe { super::avx2::matmul(x, m, w, n, k, &mut emit) };
@@ -327,24 +415,107 @@ mod avx2 {
     );
 }
 
-/// 512 bits with VNNI: `vpdpwssd` multiplies int16 pairs and accumulates in one instruction.
+/// 512 bits with VNNI on the panel layout: each 16-lane accumulator holds 16 rows' sums for one token, so a tile
+/// of P panels x T tokens keeps P * T accumulators in registers (at most 16 of the 32), loads and widens P weight
+/// vectors per column pair and feeds each to T `vpdpwssd`s with the token's pair broadcast from memory.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
+    use super::Part;
     use core::arch::x86_64::*;
 
     pub fn available() -> bool {
-        std::is_x86_feature_detected!("avx512bw") && std::is_x86_feature_detected!("avx512vnni")
+        std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vnni")
     }
 
-    tiled_matmul!(
-        "avx512f,avx512bw,avx512vnni",
-        32,
-        _mm512_setzero_si512(),
-        |p: *const i16| _mm512_loadu_si512(p as *const __m512i),
-        |p: *const i8| _mm512_cvtepi8_epi16(_mm256_loadu_si256(p as *const __m256i)),
-        |acc, w, x| _mm512_dpwssd_epi32(acc, w, x),
-        |v| _mm512_reduce_add_epi32(v)
-    );
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub unsafe fn linear(p: &Part, out: &mut [f32]) {
+        let (m, n, k) = (p.xs.len(), p.scales.len(), p.k);
+        assert!(
+            k % 2 == 0
+                && p.xq.len() >= m * k
+                && p.weights.len() >= n.div_ceil(16) * 16 * k
+                && p.bias.len() >= n
+                && out.len() >= m * n
+        );
+        let mut t = 0;
+        while t < m {
+            // enough independent accumulators to hide vpdpwssd's latency, even for one token
+            t += match m - t {
+                8.. => tokens::<8, 2>(p, t, out),
+                4..=7 => tokens::<4, 4>(p, t, out),
+                2..=3 => tokens::<2, 8>(p, t, out),
+                _ => tokens::<1, 8>(p, t, out),
+            };
+        }
+    }
+
+    /// Every panel for tokens t0..t0 + T, P panels at a time; returns T.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn tokens<const T: usize, const P: usize>(
+        p: &Part,
+        t0: usize,
+        out: &mut [f32],
+    ) -> usize {
+        let panels = p.scales.len().div_ceil(16);
+        let mut i = 0;
+        while i + P <= panels {
+            tile::<T, P>(p, t0, i, out);
+            i += P;
+        }
+        while i < panels {
+            tile::<T, 1>(p, t0, i, out);
+            i += 1;
+        }
+        T
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn tile<const T: usize, const P: usize>(
+        p: &Part,
+        t0: usize,
+        panel0: usize,
+        out: &mut [f32],
+    ) {
+        let (n, k) = (p.scales.len(), p.k);
+        let x = p.xq.as_ptr().add(t0 * k);
+        let w = p.weights.as_ptr().add(panel0 * 16 * k);
+        let mut acc = [[_mm512_setzero_si512(); T]; P];
+        for pair in 0..k / 2 {
+            let mut wv = [_mm512_setzero_si512(); P];
+            for (j, v) in wv.iter_mut().enumerate() {
+                *v = _mm512_cvtepi8_epi16(_mm256_loadu_si256(
+                    w.add(j * 16 * k + pair * 32) as *const __m256i
+                ));
+            }
+            for t in 0..T {
+                let xv =
+                    _mm512_set1_epi32((x.add(t * k + pair * 2) as *const i32).read_unaligned());
+                for j in 0..P {
+                    acc[j][t] = _mm512_dpwssd_epi32(acc[j][t], wv[j], xv);
+                }
+            }
+        }
+        for (j, acc) in acc.iter().enumerate() {
+            let r0 = (panel0 + j) * 16;
+            let mask: __mmask16 = if n - r0 >= 16 {
+                !0
+            } else {
+                (1 << (n - r0)) - 1
+            };
+            let scales = _mm512_maskz_loadu_ps(mask, p.scales.as_ptr().add(r0));
+            let bias = _mm512_maskz_loadu_ps(mask, p.bias.as_ptr().add(r0));
+            for (t, &a) in acc.iter().enumerate() {
+                let xs = _mm512_set1_ps(p.xs[t0 + t]);
+                let y = _mm512_add_ps(
+                    _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a), xs), scales),
+                    bias,
+                );
+                _mm512_mask_storeu_ps(out.as_mut_ptr().add((t0 + t) * n + r0), mask, y);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -412,20 +583,13 @@ mod tests {
             let mut got = vec![0; m * n];
             kernel::matmul(&x, m, &w, n, k, |t, r, v| got[t * n + r] = v);
             check(&got, "dispatched");
-            // every x86 kernel this CPU has, not only the one the dispatch picks
+            // the AVX2 kernel too where the dispatch picks another (the panel kernel has its own test)
             #[cfg(target_arch = "x86_64")]
             {
                 if std::is_x86_feature_detected!("avx2") && k % 16 == 0 {
                     let mut got = vec![0; m * n];
                     unsafe { avx2::matmul(&x, m, &w, n, k, &mut |t, r, v| got[t * n + r] = v) };
                     check(&got, "avx2");
-                }
-                if avx512::available() && k % 32 == 0 {
-                    let mut got = vec![0; m * n];
-                    unsafe { avx512::matmul(&x, m, &w, n, k, &mut |t, r, v| got[t * n + r] = v) };
-                    check(&got, "avx512");
-                } else {
-                    eprintln!("no AVX-512 VNNI here: its kernel is not exercised");
                 }
             }
         }
@@ -497,11 +661,44 @@ mod tests {
         for y in [
             0.5f32, 1.5, 2.5, -0.5, -1.5, 32766.5, -32766.5, 1e-3, 4095.499,
         ] {
-            assert_eq!(round_small(y), y.round_ties_even(), "{y}");
+            assert_eq!(round_nearest(y), y.round_ties_even(), "{y}");
         }
         for i in -40_000i32..40_000 {
             let y = i as f32 * 0.25 + 0.125 * (i % 3) as f32;
-            assert_eq!(round_small(y), y.round_ties_even(), "{y}");
+            assert_eq!(round_nearest(y), y.round_ties_even(), "{y}");
+        }
+    }
+
+    /// The panel layout's kernel against the row layout's, output for output, bit for bit: every token-block
+    /// shape (1..=19 tokens), partial last panels, and `row_into` reading either layout.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn panel_kernel_matches_the_row_kernel_bit_for_bit() {
+        if !avx512::available() {
+            eprintln!("no AVX-512 VNNI here: the panel kernel is not exercised");
+            return;
+        }
+        let mut seed = 3;
+        for &(n, k) in &[(1, 32), (5, 64), (16, 384), (17, 96), (33, 1536), (100, 64)] {
+            let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut seed) * 0.1).collect();
+            let bias: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
+            let (blocks, _) = q8_0_row_blocks(&w, n, k);
+            let rows = Int8Linear::from_q8_0_blocks_in(Layout::Rows, &blocks, n, k, bias.clone())
+                .expect("uniform row scales");
+            let panels = Int8Linear::from_q8_0_blocks_in(Layout::Panels16, &blocks, n, k, bias)
+                .expect("uniform row scales");
+            for m in 1..=19 {
+                let x: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed) * 4.0).collect();
+                let (a, b) = (rows.forward(&x, m), panels.forward(&x, m));
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a), bits(&b), "{m}x{n}x{k}");
+            }
+            let (mut a, mut b) = (vec![0f32; k], vec![0f32; k]);
+            for r in [0, n / 2, n - 1] {
+                rows.row_into(r, &mut a);
+                panels.row_into(r, &mut b);
+                assert_eq!(a, b, "row {r} of {n}x{k}");
+            }
         }
     }
 

@@ -17,6 +17,41 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
 }
 
+/// out (m x n) = a (m x k) b (k x n), all row-major: blocks of 4 rows x 8 columns held in registers while k
+/// runs, so each load of `b` feeds four rows and no sum is horizontal (0.7 vector ops per multiply-add on
+/// simd128, against ~1 for row-by-row dot products). Attention's two small products use it.
+pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, out: &mut [f32]) {
+    assert!(a.len() >= m * k && b.len() >= k * n && out.len() >= m * n);
+    let wide = n - n % 8;
+    let mut i = 0;
+    while i < m {
+        let rows = (m - i).min(4);
+        let a_rows: [&[f32]; 4] = core::array::from_fn(|r| &a[(i + r.min(rows - 1)) * k..][..k]);
+        // columns past the last multiple of 8: plain dot products
+        for r in i..i + rows {
+            for j in wide..n {
+                out[r * n + j] = (0..k).map(|d| a[r * k + d] * b[d * n + j]).sum();
+            }
+        }
+        for j in (0..wide).step_by(8) {
+            let mut acc = [[0f32; 8]; 4];
+            for (d, b_row) in b.chunks_exact(n).take(k).enumerate() {
+                let bv: &[f32; 8] = b_row[j..j + 8].try_into().expect("8 columns");
+                for r in 0..4 {
+                    let av = a_rows[r][d];
+                    for c in 0..8 {
+                        acc[r][c] += av * bv[c];
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate().take(rows) {
+                out[(i + r) * n + j..][..8].copy_from_slice(acc);
+            }
+        }
+        i += 4;
+    }
+}
+
 /// y += a * x
 #[inline]
 pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
@@ -119,40 +154,89 @@ pub fn gelu_tanh(x: &mut [f32]) {
     const C: f32 = 0.797_884_6; // sqrt(2 / pi)
     for v in x.iter_mut() {
         let u = *v;
-        *v = 0.5 * u * (1.0 + (C * (u + 0.044_715 * u * u * u)).tanh());
+        *v = 0.5 * u * (1.0 + tanh(C * (u + 0.044_715 * u * u * u)));
+    }
+}
+
+/// tanh(z) = sign(z) (1 - e) / (1 + e) with e = e^(-2|z|): no libm call (`f32::tanh` is a scalar `tanhf` on
+/// wasm32), so GELU over every FFN activation vectorises. Absolute error ~2e-7.
+#[inline]
+pub fn tanh(z: f32) -> f32 {
+    let e = exp_neg(-2.0 * z.abs());
+    let r = (1.0 - e) / (1.0 + e);
+    if z < 0.0 {
+        -r
+    } else {
+        r
     }
 }
 
 /// e^x for x <= 0 (softmax after subtracting the max): 2^n * 2^f with n the nearest integer to x log2 e and
-/// a degree-6 Taylor polynomial for 2^f on [-0.5, 0.5] (relative error ~2e-7); zero below -87.
+/// a degree-6 Taylor polynomial for 2^f on [-0.5, 0.5] (relative error ~2e-7); zero below -87. Branch-free and
+/// without `floor` (a libm call on baseline x86_64), so loops over it vectorise.
 #[inline]
 pub fn exp_neg(x: f32) -> f32 {
-    if x < -87.0 {
-        return 0.0;
-    }
-    let t = x * std::f32::consts::LOG2_E;
-    let n = (t + 0.5).floor();
+    let xc = if x < -87.0 { -87.0 } else { x };
+    let t = xc * std::f32::consts::LOG2_E;
+    let n = round_nearest(t);
     let f = t - n;
     let p = 1.0
         + f * (0.693_147_2
             + f * (0.240_226_5
                 + f * (0.055_504_11
                     + f * (0.009_618_129 + f * (0.001_333_355_8 + f * 0.000_154_035_3)))));
-    f32::from_bits(((n as i32 + 127) as u32) << 23) * p
+    let v = f32::from_bits(((n as i32 + 127) as u32) << 23) * p;
+    if x < -87.0 {
+        0.0
+    } else {
+        v
+    }
 }
 
-/// In place softmax of one row.
-pub fn softmax(x: &mut [f32]) {
-    // a comparison, not f32::max (a libm call on wasm32); NaNs are skipped either way
-    let max = x
-        .iter()
-        .fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a });
-    let mut s = 0.0;
-    for v in x.iter_mut() {
-        *v = exp_neg(*v - max);
-        s += *v;
+/// Round to nearest, ties to even (`f32::round_ties_even`), for |y| <= 2^22: adding 1.5 * 2^23 pushes the
+/// fraction out of the mantissa, so the FPU's default rounding does the work; floats are not reassociated, so the
+/// compiler keeps both adds. Plain vector adds, where `f32::round` is a scalar libm call on wasm32 and baseline
+/// x86_64.
+#[inline(always)]
+pub fn round_nearest(y: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23
+    (y + SHIFT) - SHIFT
+}
+
+/// max of a slice (-inf when empty; NaNs skipped), with eight independent lanes and comparisons (`f32::max` is a
+/// libm call on wasm32).
+pub fn max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for j in 0..8 {
+            acc[j] = if c[j] > acc[j] { c[j] } else { acc[j] };
+        }
     }
-    let inv = 1.0 / s;
+    tail.iter()
+        .chain(&acc)
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+}
+
+/// In place softmax of one row, eight lanes wide (the max, the exponentials and their sum all vectorise).
+pub fn softmax(x: &mut [f32]) {
+    let max = max(x);
+    let mut acc = [0f32; 8];
+    let mut chunks = x.chunks_exact_mut(8);
+    for c in &mut chunks {
+        for j in 0..8 {
+            c[j] = exp_neg(c[j] - max);
+            acc[j] += c[j];
+        }
+    }
+    let mut tail = 0.0;
+    for v in chunks.into_remainder() {
+        *v = exp_neg(*v - max);
+        tail += *v;
+    }
+    let inv = 1.0
+        / ((acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail);
     for v in x.iter_mut() {
         *v *= inv;
     }
@@ -225,6 +309,71 @@ mod tests {
             );
         }
         assert_eq!(exp_neg(-100.0), 0.0);
+    }
+
+    #[test]
+    fn matmul_matches_f64() {
+        for &(m, k, n) in &[
+            (1, 1, 8),
+            (3, 32, 16),
+            (4, 7, 8),
+            (9, 32, 64),
+            (13, 64, 32),
+            (5, 3, 11),
+            (2, 5, 3),
+        ] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 11 % 23) as f32 - 11.0) / 7.0)
+                .collect();
+            let mut out = vec![f32::NAN; m * n];
+            matmul(&a, &b, m, k, n, &mut out);
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k)
+                        .map(|d| a[i * k + d] as f64 * b[d * n + j] as f64)
+                        .sum();
+                    assert!(
+                        (out[i * n + j] as f64 - want).abs() < 1e-4 * (1.0 + want.abs()),
+                        "{m}x{k}x{n} [{i}][{j}]"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tanh_and_softmax_are_accurate() {
+        for i in -2000..=2000 {
+            let z = i as f32 / 200.0;
+            let (got, want) = (tanh(z) as f64, (z as f64).tanh());
+            assert!((got - want).abs() < 3e-7, "tanh({z}) = {got} vs {want}");
+        }
+        assert_eq!(tanh(0.0), 0.0);
+        assert_eq!(tanh(-30.0), -1.0);
+        for len in [1usize, 7, 8, 13, 64] {
+            let x: Vec<f32> = (0..len)
+                .map(|i| ((i * 29 % 31) as f32 - 15.0) / 2.0)
+                .collect();
+            let mut y = x.clone();
+            softmax(&mut y);
+            let m = x.iter().fold(f64::NEG_INFINITY, |a, &v| a.max(v as f64));
+            let s: f64 = x.iter().map(|&v| (v as f64 - m).exp()).sum();
+            for (got, v) in y.iter().zip(&x) {
+                let want = (*v as f64 - m).exp() / s;
+                assert!(
+                    (*got as f64 - want).abs() < 1e-6 * want + 1e-9,
+                    "len {len}: {got} vs {want}"
+                );
+            }
+        }
+        assert_eq!(max(&[]), f32::NEG_INFINITY);
+        assert_eq!(
+            max(&[1.0, f32::NAN, 3.0, -2.0, 0.5, 0.0, 2.0, 2.5, 2.9]),
+            3.0
+        );
     }
 
     #[test]
