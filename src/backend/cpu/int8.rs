@@ -13,7 +13,7 @@
 //! x86_64 AVX-512 VNNI (`vpdpwssd`) on weights repacked at load into 16-row panels (see [`Layout`]), and a
 //! portable fallback; all compute identical integers and finish them with the same float operations.
 
-use super::ops::round_nearest;
+use super::ops::{round_nearest, to_i32, wide_on_x86};
 
 /// A linear layer `y = x W^T + b` with int8 weights and a per-row scale.
 pub struct Int8Linear {
@@ -238,6 +238,7 @@ pub fn activation_levels(k: usize) -> i16 {
     (i32::MAX as usize / (127 * k.max(1))).min(i16::MAX as usize) as i16
 }
 
+wide_on_x86! {
 /// Symmetric per-row int16 quantization to `activation_levels(k)`: returns (values, scale per row).
 /// Written so it vectorises on every target: `f32::max` and `f32::round` are scalar libm calls on wasm32 and on
 /// baseline x86_64 and took about a quarter of a wasm classification; comparisons and the add-subtract rounding
@@ -252,16 +253,18 @@ pub fn quantize_rows(x: &[f32], m: usize, k: usize) -> (Vec<i16>, Vec<f32>) {
         let scale = if amax > 0.0 { amax / levels } else { 1.0 };
         let inv = 1.0 / scale;
         for (o, v) in q[t * k..(t + 1) * k].iter_mut().zip(row) {
-            // through i32: a float-to-i16 cast saturates in two steps that LLVM scalarises on wasm32; the value
-            // is already clamped, so i32 -> i16 is exact and the loop stays vector (`i32x4.trunc_sat_f32x4_s`)
-            *o = round_nearest((v * inv).clamp(-levels, levels)) as i32 as i16;
+            // through i32 (`to_i32`): float-to-int `as` casts saturate in steps that LLVM scalarises (wasm32,
+            // baseline x86_64); the value is already clamped, so i32 -> i16 is exact and the loop stays vector
+            *o = to_i32(round_nearest((v * inv).clamp(-levels, levels))) as i16;
         }
         s[t] = scale;
     }
     (q, s)
 }
+}
 
 /// max |x| (0 for an empty slice; NaNs are skipped, as `f32::max` skips them), with eight independent lanes.
+#[inline]
 fn abs_max(x: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = x.chunks_exact(8);

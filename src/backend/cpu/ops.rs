@@ -1,6 +1,32 @@
 //! Elementwise and small reductions on plain `f32` slices for the CPU forward pass. Written with eight independent
 //! accumulators so LLVM vectorises them (simd128 on wasm32, SSE/AVX natively) without reassociating floats.
 
+/// Compiles a function twice on x86_64, for the baseline (SSE2) and with AVX2 (twice the vector width), and
+/// picks at run time; elsewhere once (wasm32 has simd128 at compile time). No FMA is enabled, so both copies
+/// round identically: the choice changes speed, never results.
+macro_rules! wide_on_x86 {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$attr])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx2") {
+                    // SAFETY: AVX2 is present (checked just above)
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(crate) use wide_on_x86;
+
 /// Dot product of equal-length slices.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -17,6 +43,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
 }
 
+wide_on_x86! {
 /// out (m x n) = a (m x k) b (k x n), all row-major: blocks of 4 rows x 8 columns held in registers while k
 /// runs, so each load of `b` feeds four rows and no sum is horizontal (0.7 vector ops per multiply-add on
 /// simd128, against ~1 for row-by-row dot products). Attention's two small products use it.
@@ -51,6 +78,7 @@ pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, out: &mut [f32
         i += 4;
     }
 }
+}
 
 /// y += a * x
 #[inline]
@@ -60,6 +88,7 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+wide_on_x86! {
 /// In place: each row of `x` (length `h`) <- LayerNorm(row + residual row) with weight `w` and bias `b`.
 pub fn add_layer_norm(
     x: &mut [f32],
@@ -96,7 +125,9 @@ pub fn add_layer_norm(
         }
     }
 }
+}
 
+#[inline]
 fn sum(x: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let c = x.chunks_exact(8);
@@ -129,13 +160,16 @@ pub fn erf(x: f32) -> f32 {
     p / q
 }
 
+wide_on_x86! {
 /// GELU with the exact (erf) form, as BERT and multilingual-e5 use.
 pub fn gelu_erf(x: &mut [f32]) {
     for v in x.iter_mut() {
         *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
     }
 }
+}
 
+wide_on_x86! {
 /// In place: each row of `x` (length `w.len()`) <- row / rms(row) * w. Gemma's GGUF norm weights already carry
 /// the `+1` of its `(1 + w)` form, so this is the plain RMSNorm.
 pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
@@ -148,7 +182,9 @@ pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
         }
     }
 }
+}
 
+wide_on_x86! {
 /// GELU, tanh approximation (Gemma's `gelu_pytorch_tanh`), in place.
 pub fn gelu_tanh(x: &mut [f32]) {
     const C: f32 = 0.797_884_6; // sqrt(2 / pi)
@@ -156,6 +192,7 @@ pub fn gelu_tanh(x: &mut [f32]) {
         let u = *v;
         *v = 0.5 * u * (1.0 + tanh(C * (u + 0.044_715 * u * u * u)));
     }
+}
 }
 
 /// tanh(z) = sign(z) (1 - e) / (1 + e) with e = e^(-2|z|): no libm call (`f32::tanh` is a scalar `tanhf` on
@@ -172,24 +209,27 @@ pub fn tanh(z: f32) -> f32 {
 }
 
 /// e^x for x <= 0 (softmax after subtracting the max): 2^n * 2^f with n the nearest integer to x log2 e and
-/// a degree-6 Taylor polynomial for 2^f on [-0.5, 0.5] (relative error ~2e-7); zero below -87. Branch-free and
-/// without `floor` (a libm call on baseline x86_64), so loops over it vectorise.
+/// a degree-6 Taylor polynomial for 2^f on [-0.5, 0.5] (relative error ~2e-7); zero below -87, NaN for NaN.
+/// Branch-free, and n's bits are read off the rounding sum instead of converted (`floor` and float-to-int casts
+/// are libm calls or scalar code on baseline x86_64 and wasm32), so loops over it vectorise.
 #[inline]
 pub fn exp_neg(x: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23, as in round_nearest
     let xc = if x < -87.0 { -87.0 } else { x };
     let t = xc * std::f32::consts::LOG2_E;
-    let n = round_nearest(t);
+    let r = t + SHIFT; // r's last mantissa bits hold n (|n| < 2^22 shares r's exponent with SHIFT)
+    let n = r - SHIFT;
     let f = t - n;
     let p = 1.0
         + f * (0.693_147_2
             + f * (0.240_226_5
                 + f * (0.055_504_11
                     + f * (0.009_618_129 + f * (0.001_333_355_8 + f * 0.000_154_035_3)))));
-    let v = f32::from_bits(((n as i32 + 127) as u32) << 23) * p;
+    let two_n = f32::from_bits(r.to_bits().wrapping_sub(SHIFT.to_bits()).wrapping_add(127) << 23);
     if x < -87.0 {
         0.0
     } else {
-        v
+        two_n * p
     }
 }
 
@@ -203,8 +243,26 @@ pub fn round_nearest(y: f32) -> f32 {
     (y + SHIFT) - SHIFT
 }
 
+/// `y as i32`, but as one vector instruction: `as` must saturate and send NaN to 0, which LLVM scalarises lane
+/// by lane on baseline x86_64. Same result for every |y| < 2^31 (NaN -> 0; beyond, +-2147483520).
+#[inline(always)]
+pub fn to_i32(y: f32) -> i32 {
+    const LIMIT: f32 = 2_147_483_520.0; // the largest f32 below 2^31
+    let y = if y.is_nan() { 0.0 } else { y };
+    let y = if y < -LIMIT {
+        -LIMIT
+    } else if y > LIMIT {
+        LIMIT
+    } else {
+        y
+    };
+    // SAFETY: finite and inside i32's range (made so just above)
+    unsafe { y.to_int_unchecked() }
+}
+
 /// max of a slice (-inf when empty; NaNs skipped), with eight independent lanes and comparisons (`f32::max` is a
 /// libm call on wasm32).
+#[inline]
 pub fn max(x: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; 8];
     let chunks = x.chunks_exact(8);
@@ -219,27 +277,18 @@ pub fn max(x: &[f32]) -> f32 {
         .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
 }
 
-/// In place softmax of one row, eight lanes wide (the max, the exponentials and their sum all vectorise).
+wide_on_x86! {
+/// In place softmax of one row: max, exponentials and sum as three simple loops, each of which vectorises.
 pub fn softmax(x: &mut [f32]) {
     let max = max(x);
-    let mut acc = [0f32; 8];
-    let mut chunks = x.chunks_exact_mut(8);
-    for c in &mut chunks {
-        for j in 0..8 {
-            c[j] = exp_neg(c[j] - max);
-            acc[j] += c[j];
-        }
-    }
-    let mut tail = 0.0;
-    for v in chunks.into_remainder() {
+    for v in x.iter_mut() {
         *v = exp_neg(*v - max);
-        tail += *v;
     }
-    let inv = 1.0
-        / ((acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail);
+    let inv = 1.0 / sum(x);
     for v in x.iter_mut() {
         *v *= inv;
     }
+}
 }
 
 #[cfg(test)]
@@ -309,6 +358,24 @@ mod tests {
             );
         }
         assert_eq!(exp_neg(-100.0), 0.0);
+        assert!(exp_neg(f32::NAN).is_nan());
+        for y in [
+            0.0f32,
+            1.5,
+            -2.5,
+            3e9,
+            -3e9,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ] {
+            let want = if y.abs() < 2_147_483_520.0 || y.is_nan() {
+                y as i32
+            } else {
+                (y.signum() * 2_147_483_520.0) as i32
+            };
+            assert_eq!(to_i32(y), want, "{y}");
+        }
     }
 
     #[test]
