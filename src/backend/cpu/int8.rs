@@ -253,7 +253,7 @@ pub fn quantize_rows(x: &[f32], m: usize, k: usize) -> (Vec<i16>, Vec<f32>) {
         let scale = if amax > 0.0 { amax / levels } else { 1.0 };
         let inv = 1.0 / scale;
         for (o, v) in q[t * k..(t + 1) * k].iter_mut().zip(row) {
-            // through i32 (`to_i32`): float-to-int `as` casts saturate in steps that LLVM scalarises (wasm32,
+            // through i32 (`to_i32`): a float-to-i16 `as` cast saturates in steps that LLVM scalarises (wasm32,
             // baseline x86_64); the value is already clamped, so i32 -> i16 is exact and the loop stays vector
             *o = to_i32(round_nearest((v * inv).clamp(-levels, levels))) as i16;
         }

@@ -243,21 +243,34 @@ pub fn round_nearest(y: f32) -> f32 {
     (y + SHIFT) - SHIFT
 }
 
-/// `y as i32`, but as one vector instruction: `as` must saturate and send NaN to 0, which LLVM scalarises lane
-/// by lane on baseline x86_64. Same result for every |y| < 2^31 (NaN -> 0; beyond, +-2147483520).
+/// Exactly `y as i32`, written so that loops over it vectorise on every target: wasm32's saturating cast is one
+/// instruction (`i32x4.trunc_sat_f32x4_s`), but on baseline x86_64 LLVM scalarises the cast's saturation and NaN
+/// handling lane by lane, so there it is spelled out as selects around an unchecked conversion.
 #[inline(always)]
 pub fn to_i32(y: f32) -> i32 {
-    const LIMIT: f32 = 2_147_483_520.0; // the largest f32 below 2^31
-    let y = if y.is_nan() { 0.0 } else { y };
-    let y = if y < -LIMIT {
-        -LIMIT
-    } else if y > LIMIT {
-        LIMIT
-    } else {
-        y
-    };
-    // SAFETY: finite and inside i32's range (made so just above)
-    unsafe { y.to_int_unchecked() }
+    #[cfg(target_arch = "wasm32")]
+    return y as i32;
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        const TWO_31: f32 = 2_147_483_648.0;
+        const BELOW_TWO_31: f32 = 2_147_483_520.0; // the largest f32 below 2^31
+        let c = if y.is_nan() {
+            0.0
+        } else if y < -TWO_31 {
+            -TWO_31
+        } else if y > BELOW_TWO_31 {
+            BELOW_TWO_31
+        } else {
+            y
+        };
+        // SAFETY: c is finite and inside i32's range (made so just above)
+        let r: i32 = unsafe { c.to_int_unchecked() };
+        if y >= TWO_31 {
+            i32::MAX
+        } else {
+            r
+        }
+    }
 }
 
 /// max of a slice (-inf when empty; NaNs skipped), with eight independent lanes and comparisons (`f32::max` is a
@@ -363,18 +376,17 @@ mod tests {
             0.0f32,
             1.5,
             -2.5,
+            -0.7,
             3e9,
             -3e9,
+            2_147_483_520.0,
+            -2_147_483_648.0,
+            2_147_483_648.0,
             f32::INFINITY,
             f32::NEG_INFINITY,
             f32::NAN,
         ] {
-            let want = if y.abs() < 2_147_483_520.0 || y.is_nan() {
-                y as i32
-            } else {
-                (y.signum() * 2_147_483_520.0) as i32
-            };
-            assert_eq!(to_i32(y), want, "{y}");
+            assert_eq!(to_i32(y), y as i32, "{y}");
         }
     }
 
