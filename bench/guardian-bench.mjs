@@ -1,8 +1,9 @@
 // The guardian in wasm (Node, single thread): verdict latency on the same ~32/~64-token messages as the native
 // bench (read from bench/results/guardian-native.json), and decode speed of streamed replies.
-//   node bench/guardian-bench.mjs [--iters 20] [--out bench/results/guardian-wasm-node.json]
+//   node bench/guardian-bench.mjs [--iters 20] [--out bench/results/guardian-wasm-node.json] [--pkg DIR]
 import { readFile, writeFile } from 'node:fs/promises';
-import { Guard } from '../pkg/index.js';
+import { pathToFileURL } from 'node:url';
+import { resolve } from 'node:path';
 
 const arg = (name, dflt) => {
   const i = process.argv.indexOf(name);
@@ -10,6 +11,8 @@ const arg = (name, dflt) => {
 };
 const iters = Number(arg('--iters', 20));
 const out = arg('--out');
+const pkg = arg('--pkg'); // another build of the package, for A/B runs of two builds in one session
+const { Guard } = await import(pkg ? pathToFileURL(resolve(pkg, 'index.js')).href : '../pkg/index.js');
 const root = new URL('../', import.meta.url);
 const native = JSON.parse(await readFile(new URL('bench/results/guardian-native.json', root), 'utf8'));
 const pct = (xs, q) => [...xs].sort((a, b) => a - b)[Math.round((xs.length - 1) * q)];
