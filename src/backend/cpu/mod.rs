@@ -1,5 +1,6 @@
 //! CPU backend: the classifier with candle's tensor ops, our int8 matmul for row-scaled Q8_0 weights
-//! (`int8.rs`: simd128 on wasm32, AVX2 natively) and candle's quantized matmul for any other weight format.
+//! (`int8.rs`: simd128 on wasm32, AVX2 or AVX-512 VNNI natively), f32 ops (`ops.rs`) and candle's quantized matmul
+//! for any other weight format.
 
 pub mod int8;
 pub mod ops;
