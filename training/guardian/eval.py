@@ -8,7 +8,8 @@ positions are read: <|pred|> -> P(unsafe), and after a teacher-forced <|unsafe|>
 Queries over the guardian's 512 tokens get the classifier's score (what the runtime cascade does with them).
 
 Cascade: the classifier decides when its score is outside [low, high]; inside that band the guardian decides.
-The band and the guardian's threshold are chosen on dev only; test numbers are reported with them.
+The band and the guardian's threshold are chosen on dev only; test numbers are reported with them. The hard cases
+(rows inside the band) also get a paired bootstrap interval for the guardian's F1 minus the classifier's.
 
     python training/guardian/eval.py [--model models/guardian] [--classifier-bin target/release/slm-guard]
 """
@@ -105,6 +106,27 @@ def cascade(c, g, low, high, t_cls, t_g):
     uncertain = (c > low) & (c < high)
     decision = np.where(uncertain, g >= t_g, c >= t_cls)
     return decision.astype(float), uncertain
+
+
+def paired_bootstrap_f1(y, a, b, resamples=2000, seed=0):
+    """F1 of decisions `a` minus F1 of decisions `b` on the same rows, with a 95 % percentile interval over
+    `resamples` resamples of the rows (paired: both decisions see the same resample). On the few hundred hard
+    rows of a split, this says whether a difference is larger than the sampling noise."""
+    y, a, b = (np.asarray(v).astype(bool) for v in (y, a, b))
+    idx = np.random.default_rng(seed).integers(0, len(y), (resamples, len(y)))
+    yy = y[idx]
+
+    def f1(d):
+        tp, fp, fn = (yy & d).sum(1), (~yy & d).sum(1), (yy & ~d).sum(1)
+        return 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+
+    def f1_once(d):
+        tp, fp, fn = (y & d).sum(), (~y & d).sum(), (y & ~d).sum()
+        return 2 * tp / max(2 * tp + fp + fn, 1)
+
+    diffs = f1(a[idx]) - f1(b[idx])
+    return {"n": int(len(y)), "f1_diff": float(f1_once(a) - f1_once(b)),
+            "ci95": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]}
 
 
 def by_lang(rows, fn):
@@ -263,12 +285,16 @@ def main():
             "hard_classifier": by_lang(rows, lambda s: at_threshold(y[s & unc], c[s & unc], t_cls)),
             "hard_guardian": by_lang(rows, lambda s: at_threshold(y[s & unc], g[s & unc], t_g)),
         }
+        # is the hard-case difference larger than sampling noise? (paired bootstrap over the hard rows)
+        res["hard_guardian_minus_classifier"] = paired_bootstrap_f1(y[unc], g[unc] >= t_g, c[unc] >= t_cls)
         cat_rows = [i for i, r in enumerate(rows) if r["unsafe"] and r["categories"]]
         res["category_top1_accuracy"] = float(np.mean(
             [spec.CATEGORIES[int(np.argmax(gc[i]))] in rows[i]["categories"] for i in cat_rows])) if cat_rows else None
         result[split] = res
         print(split, json.dumps({k: {l: round(v[l]["f1"], 4) for l in v} for k, v in res.items()
-                                 if k != "category_top1_accuracy"}), "cat acc", res["category_top1_accuracy"])
+                                 if k not in ("category_top1_accuracy", "hard_guardian_minus_classifier")}),
+              "cat acc", res["category_top1_accuracy"], "hard cases, guardian - classifier F1:",
+              json.dumps(res["hard_guardian_minus_classifier"]))
     if a.responses:
         held = [json.loads(l) for l in open(Path(a.data) / "heldback.jsonl", encoding="utf-8")]
         held = held[:a.responses] if a.responses > 0 else held
