@@ -6,11 +6,11 @@
 //! so batches of different lengths need no padding.
 //! Twin of `training/classifier/model.py`; tensor names follow Hugging Face BERT.
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{Device, Module, Tensor};
+use candle_core::quantized::QTensor;
+use candle_core::{Device, Tensor};
 
 use super::gguf::GgufWeights;
-use crate::backend::cpu::int8::{forward_shared_input, Int8Linear};
+use super::linear::{forward_shared, Linear};
 use crate::backend::cpu::ops;
 use crate::error::{GuardError, Result};
 
@@ -109,60 +109,10 @@ impl LayerNorm {
     }
 }
 
-/// y = x W^T + b with W quantized: row-scaled Q8_0 runs on our int8 kernels, any other format on candle's QMatMul.
-enum Linear {
-    Int8(Int8Linear),
-    Quantized {
-        weight: QMatMul,
-        bias: Tensor,
-        rows: usize,
-        k: usize,
-    },
-}
-
-impl Linear {
-    fn load(w: &mut GgufWeights, prefix: &str, out_dim: usize, in_dim: usize) -> Result<Self> {
-        let name = format!("{prefix}.weight");
-        let bias = dense(w.tensor(&format!("{prefix}.bias"), &[out_dim])?)?;
-        // straight from the file's bytes: no intermediate copy of the weights (wasm memory never shrinks)
-        if let (GgmlDType::Q8_0, data) = w.raw(&name, &[out_dim, in_dim])? {
-            if let Some(lin) = Int8Linear::from_q8_0_blocks(data, out_dim, in_dim, bias.clone()) {
-                return Ok(Self::Int8(lin));
-            }
-        }
-        let weight = w.tensor(&name, &[out_dim, in_dim])?;
-        let bias = Tensor::from_vec(bias, out_dim, &Device::Cpu)?;
-        Ok(Self::Quantized {
-            weight: QMatMul::from_qtensor(weight)?,
-            bias,
-            rows: out_dim,
-            k: in_dim,
-        })
-    }
-
-    /// `x`: m x in_dim, returns m x out_dim.
-    fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
-        match self {
-            Self::Int8(lin) => Ok(lin.forward(x, m)),
-            Self::Quantized {
-                weight, bias, k, ..
-            } => {
-                let t = Tensor::from_slice(x, (m, *k), &Device::Cpu)?;
-                Ok(weight
-                    .forward(&t)?
-                    .broadcast_add(bias)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?)
-            }
-        }
-    }
-
-    fn rows(&self) -> usize {
-        match self {
-            Self::Int8(lin) => lin.rows(),
-            Self::Quantized { rows, .. } => *rows,
-        }
-    }
+/// A BERT linear layer: weight `{prefix}.weight` and bias `{prefix}.bias`.
+fn linear(w: &mut GgufWeights, prefix: &str, out_dim: usize, in_dim: usize) -> Result<Linear> {
+    let bias = dense(w.tensor(&format!("{prefix}.bias"), &[out_dim])?)?;
+    Linear::load(w, &format!("{prefix}.weight"), out_dim, in_dim, Some(bias))
 }
 
 struct Embeddings {
@@ -228,9 +178,9 @@ impl SelfAttention {
     fn load(w: &mut GgufWeights, prefix: &str, cfg: &Config) -> Result<Self> {
         let h = cfg.hidden;
         Ok(Self {
-            query: Linear::load(w, &format!("{prefix}.query"), h, h)?,
-            key: Linear::load(w, &format!("{prefix}.key"), h, h)?,
-            value: Linear::load(w, &format!("{prefix}.value"), h, h)?,
+            query: linear(w, &format!("{prefix}.query"), h, h)?,
+            key: linear(w, &format!("{prefix}.key"), h, h)?,
+            value: linear(w, &format!("{prefix}.value"), h, h)?,
             heads: cfg.heads,
             head_dim: h / cfg.heads,
         })
@@ -240,18 +190,7 @@ impl SelfAttention {
     fn forward(&self, x: &[f32], lens: &[usize]) -> Result<Vec<f32>> {
         let m: usize = lens.iter().sum();
         let h = self.heads * self.head_dim;
-        let (q, k, v) = match (&self.query, &self.key, &self.value) {
-            // one input for three projections: quantize it once
-            (Linear::Int8(q), Linear::Int8(k), Linear::Int8(v)) => {
-                let [q, k, v] = forward_shared_input([q, k, v], x, m);
-                (q, k, v)
-            }
-            _ => (
-                self.query.forward(x, m)?,
-                self.key.forward(x, m)?,
-                self.value.forward(x, m)?,
-            ),
-        };
+        let [q, k, v] = forward_shared([&self.query, &self.key, &self.value], x, m)?;
         let (d, scale) = (self.head_dim, 1.0 / (self.head_dim as f32).sqrt());
         let mut ctx = vec![0f32; m * h];
         // one head of one sequence at a time, as two small matrix products: scores = Q K^T and ctx = P V, keys
@@ -312,15 +251,15 @@ impl Layer {
         let p = format!("encoder.layer.{i}");
         Ok(Self {
             attention: SelfAttention::load(w, &format!("{p}.attention.self"), cfg)?,
-            attention_output: Linear::load(
+            attention_output: linear(
                 w,
                 &format!("{p}.attention.output.dense"),
                 cfg.hidden,
                 cfg.hidden,
             )?,
             attention_norm: LayerNorm::load(w, &format!("{p}.attention.output.LayerNorm"), cfg)?,
-            intermediate: Linear::load(w, &format!("{p}.intermediate.dense"), cfg.ffn, cfg.hidden)?,
-            output: Linear::load(w, &format!("{p}.output.dense"), cfg.hidden, cfg.ffn)?,
+            intermediate: linear(w, &format!("{p}.intermediate.dense"), cfg.ffn, cfg.hidden)?,
+            output: linear(w, &format!("{p}.output.dense"), cfg.hidden, cfg.ffn)?,
             output_norm: LayerNorm::load(w, &format!("{p}.output.LayerNorm"), cfg)?,
         })
     }
@@ -355,7 +294,7 @@ impl Classifier {
         let layers = (0..config.layers)
             .map(|i| Layer::load(&mut w, i, &config))
             .collect::<Result<Vec<_>>>()?;
-        let head = Linear::load(&mut w, "head", config.labels.len(), config.hidden)?;
+        let head = linear(&mut w, "head", config.labels.len(), config.hidden)?;
         Ok(Self {
             config,
             embeddings,

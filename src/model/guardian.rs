@@ -16,7 +16,8 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 
 use super::gguf::GgufWeights;
-use crate::backend::cpu::int8::{forward_shared_input, Int8Linear};
+use super::linear::{forward_shared, Linear};
+use crate::backend::cpu::int8::Int8Linear;
 use crate::backend::cpu::ops;
 use crate::error::{GuardError, Result};
 
@@ -128,40 +129,6 @@ impl RmsNorm {
     /// In place, every row of `weight.len()` values.
     fn forward(&self, x: &mut [f32]) {
         ops::rms_norm(x, &self.weight, self.eps);
-    }
-}
-
-/// y = x W^T (no bias in Gemma) with W quantized: row-scaled Q8_0 (our export) runs on our int8 kernels, any other
-/// format (the base GGUF's Q4_K / Q5_0 / Q6_K / per-block Q8_0) on candle's QMatMul.
-enum Linear {
-    Int8(Int8Linear),
-    Quantized { weight: QMatMul, k: usize },
-}
-
-impl Linear {
-    fn load(w: &mut GgufWeights, name: &str, out_dim: usize, in_dim: usize) -> Result<Self> {
-        if let (GgmlDType::Q8_0, data) = w.raw(name, &[out_dim, in_dim])? {
-            if let Some(lin) =
-                Int8Linear::from_q8_0_blocks(data, out_dim, in_dim, vec![0.0; out_dim])
-            {
-                return Ok(Self::Int8(lin));
-            }
-        }
-        Ok(Self::Quantized {
-            weight: QMatMul::from_qtensor(w.tensor(name, &[out_dim, in_dim])?)?,
-            k: in_dim,
-        })
-    }
-
-    /// `x`: m x in_dim, returns m x out_dim.
-    fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
-        match self {
-            Self::Int8(lin) => Ok(lin.forward(x, m)),
-            Self::Quantized { weight, k } => {
-                let t = Tensor::from_slice(x, (m, *k), &Device::Cpu)?;
-                Ok(weight.forward(&t)?.flatten_all()?.to_vec1::<f32>()?)
-            }
-        }
     }
 }
 
@@ -323,10 +290,16 @@ impl Attention {
     fn load(w: &mut GgufWeights, p: &str, i: usize, cfg: &Config) -> Result<Self> {
         let (h, d) = (cfg.hidden, cfg.head_dim);
         Ok(Self {
-            q: Linear::load(w, &format!("{p}.attn_q.weight"), cfg.heads * d, h)?,
-            k: Linear::load(w, &format!("{p}.attn_k.weight"), cfg.kv_heads * d, h)?,
-            v: Linear::load(w, &format!("{p}.attn_v.weight"), cfg.kv_heads * d, h)?,
-            o: Linear::load(w, &format!("{p}.attn_output.weight"), h, cfg.heads * d)?,
+            q: Linear::load(w, &format!("{p}.attn_q.weight"), cfg.heads * d, h, None)?,
+            k: Linear::load(w, &format!("{p}.attn_k.weight"), cfg.kv_heads * d, h, None)?,
+            v: Linear::load(w, &format!("{p}.attn_v.weight"), cfg.kv_heads * d, h, None)?,
+            o: Linear::load(
+                w,
+                &format!("{p}.attn_output.weight"),
+                h,
+                cfg.heads * d,
+                None,
+            )?,
             q_norm: RmsNorm::load(w, &format!("{p}.attn_q_norm.weight"), d, cfg)?,
             k_norm: RmsNorm::load(w, &format!("{p}.attn_k_norm.weight"), d, cfg)?,
             heads: cfg.heads,
@@ -347,18 +320,7 @@ impl Attention {
     ) -> Result<Vec<f32>> {
         let d = self.head_dim;
         let (qd, kvd) = (self.heads * d, self.kv_heads * d);
-        let (mut q, mut k, v) = match (&self.q, &self.k, &self.v) {
-            // one input for three projections: quantize it once
-            (Linear::Int8(q), Linear::Int8(k), Linear::Int8(v)) => {
-                let [q, k, v] = forward_shared_input([q, k, v], x, m);
-                (q, k, v)
-            }
-            _ => (
-                self.q.forward(x, m)?,
-                self.k.forward(x, m)?,
-                self.v.forward(x, m)?,
-            ),
-        };
+        let [mut q, mut k, v] = forward_shared([&self.q, &self.k, &self.v], x, m)?;
         self.q_norm.forward(&mut q);
         self.k_norm.forward(&mut k);
         for (t, row) in q.chunks_exact_mut(qd).enumerate() {
@@ -425,21 +387,27 @@ struct Mlp {
 impl Mlp {
     fn load(w: &mut GgufWeights, p: &str, cfg: &Config) -> Result<Self> {
         Ok(Self {
-            gate: Linear::load(w, &format!("{p}.ffn_gate.weight"), cfg.ffn, cfg.hidden)?,
-            up: Linear::load(w, &format!("{p}.ffn_up.weight"), cfg.ffn, cfg.hidden)?,
-            down: Linear::load(w, &format!("{p}.ffn_down.weight"), cfg.hidden, cfg.ffn)?,
+            gate: Linear::load(
+                w,
+                &format!("{p}.ffn_gate.weight"),
+                cfg.ffn,
+                cfg.hidden,
+                None,
+            )?,
+            up: Linear::load(w, &format!("{p}.ffn_up.weight"), cfg.ffn, cfg.hidden, None)?,
+            down: Linear::load(
+                w,
+                &format!("{p}.ffn_down.weight"),
+                cfg.hidden,
+                cfg.ffn,
+                None,
+            )?,
         })
     }
 
     /// down(gelu_tanh(gate(x)) * up(x))
     fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
-        let (mut g, u) = match (&self.gate, &self.up) {
-            (Linear::Int8(g), Linear::Int8(u)) => {
-                let [g, u] = forward_shared_input([g, u], x, m);
-                (g, u)
-            }
-            _ => (self.gate.forward(x, m)?, self.up.forward(x, m)?),
-        };
+        let [mut g, u] = forward_shared([&self.gate, &self.up], x, m)?;
         ops::gelu_tanh(&mut g);
         g.iter_mut().zip(&u).for_each(|(a, b)| *a *= b);
         self.down.forward(&g, m)
