@@ -240,6 +240,7 @@ pub fn activation_levels(k: usize) -> i16 {
 }
 
 wide_on_x86! {
+quantize_rows_baseline =>
 /// Symmetric per-row int16 quantization to `activation_levels(k)`: returns (values, scale per row).
 /// Written so it vectorises on every target: `f32::max` and `f32::round` are scalar libm calls on wasm32 and on
 /// baseline x86_64 and took about a quarter of a wasm classification; comparisons and the add-subtract rounding
@@ -703,6 +704,20 @@ mod tests {
                 panels.row_into(r, &mut b);
                 assert_eq!(a, b, "row {r} of {n}x{k}");
             }
+        }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn quantization_avx2_copy_computes_the_baseline_values() {
+        let mut seed = 9;
+        for k in [7usize, 384, 1536] {
+            let x: Vec<f32> = (0..3 * k).map(|_| lcg(&mut seed) * 5.0).collect();
+            assert_eq!(
+                quantize_rows(&x, 3, k),
+                quantize_rows_baseline(&x, 3, k),
+                "k={k}"
+            );
         }
     }
 

@@ -3,25 +3,28 @@
 
 /// Compiles a function twice on x86_64, for the baseline (SSE2) and with AVX2 (twice the vector width), and
 /// picks at run time; elsewhere once (wasm32 has simd128 at compile time). No FMA is enabled, so both copies
-/// round identically: the choice changes speed, never results.
+/// round identically: the choice changes speed, never results (`avx2_copies_compute_the_baseline_bits` checks).
+/// `wide_on_x86! { name_baseline => pub fn name(...) { ... } }` also defines the baseline copy under the first
+/// name, for that test.
 macro_rules! wide_on_x86 {
-    ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+    ($base:ident => $(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        #[inline(always)]
+        fn $base($($arg: $ty),*) $(-> $ret)? $body
+
         $(#[$attr])*
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[inline(always)]
-            fn body($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2")]
                 unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
-                    body($($arg),*)
+                    $base($($arg),*)
                 }
                 if std::is_x86_feature_detected!("avx2") {
                     // SAFETY: AVX2 is present (checked just above)
                     return unsafe { avx2($($arg),*) };
                 }
             }
-            body($($arg),*)
+            $base($($arg),*)
         }
     };
 }
@@ -44,6 +47,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 wide_on_x86! {
+matmul_baseline =>
 /// out (m x n) = a (m x k) b (k x n), all row-major: blocks of 4 rows x 8 columns held in registers while k
 /// runs, so each load of `b` feeds four rows and no sum is horizontal (0.7 vector ops per multiply-add on
 /// simd128, against ~1 for row-by-row dot products). Attention's two small products use it.
@@ -89,6 +93,7 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
 }
 
 wide_on_x86! {
+add_layer_norm_baseline =>
 /// In place: each row of `x` (length `h`) <- LayerNorm(row + residual row) with weight `w` and bias `b`.
 pub fn add_layer_norm(
     x: &mut [f32],
@@ -161,6 +166,7 @@ pub fn erf(x: f32) -> f32 {
 }
 
 wide_on_x86! {
+gelu_erf_baseline =>
 /// GELU with the exact (erf) form, as BERT and multilingual-e5 use.
 pub fn gelu_erf(x: &mut [f32]) {
     for v in x.iter_mut() {
@@ -170,6 +176,7 @@ pub fn gelu_erf(x: &mut [f32]) {
 }
 
 wide_on_x86! {
+rms_norm_baseline =>
 /// In place: each row of `x` (length `w.len()`) <- row / rms(row) * w. Gemma's GGUF norm weights already carry
 /// the `+1` of its `(1 + w)` form, so this is the plain RMSNorm.
 pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
@@ -185,6 +192,7 @@ pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
 }
 
 wide_on_x86! {
+gelu_tanh_baseline =>
 /// GELU, tanh approximation (Gemma's `gelu_pytorch_tanh`), in place.
 pub fn gelu_tanh(x: &mut [f32]) {
     const C: f32 = 0.797_884_6; // sqrt(2 / pi)
@@ -291,6 +299,7 @@ pub fn max(x: &[f32]) -> f32 {
 }
 
 wide_on_x86! {
+softmax_baseline =>
 /// In place softmax of one row: max, exponentials and sum as three simple loops, each of which vectorises.
 pub fn softmax(x: &mut [f32]) {
     let max = max(x);
@@ -387,6 +396,52 @@ mod tests {
             f32::NAN,
         ] {
             assert_eq!(to_i32(y), y as i32, "{y}");
+        }
+    }
+
+    /// The dispatch picks the AVX2 copies on this CPU; each must give the baseline copy's bits.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn avx2_copies_compute_the_baseline_bits() {
+        if !std::is_x86_feature_detected!("avx2") {
+            eprintln!("no AVX2 here: only the baseline copies run");
+            return;
+        }
+        let data = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| (((i * 7919 + seed * 104_729) % 2003) as f32 - 1001.0) / 97.0)
+                .collect()
+        };
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        type InPlace = fn(&mut [f32]);
+        let elementwise: [(InPlace, InPlace, &str); 3] = [
+            (gelu_erf, gelu_erf_baseline, "gelu_erf"),
+            (gelu_tanh, gelu_tanh_baseline, "gelu_tanh"),
+            (softmax, softmax_baseline, "softmax"),
+        ];
+        for len in [1usize, 7, 8, 13, 64, 100, 384, 1000] {
+            for (op, baseline, name) in elementwise {
+                let (mut a, mut b) = (data(len, 1), data(len, 1));
+                op(&mut a);
+                baseline(&mut b);
+                assert_eq!(bits(&a), bits(&b), "{name}, {len}");
+            }
+            let (w, bias, r) = (data(len, 2), data(len, 3), data(2 * len, 4));
+            let (mut a, mut b) = (data(2 * len, 5), data(2 * len, 5));
+            add_layer_norm(&mut a, Some(&r), &w, &bias, 1e-5, len);
+            add_layer_norm_baseline(&mut b, Some(&r), &w, &bias, 1e-5, len);
+            assert_eq!(bits(&a), bits(&b), "add_layer_norm, {len}");
+            let (mut a, mut b) = (data(2 * len, 6), data(2 * len, 6));
+            rms_norm(&mut a, &w, 1e-6);
+            rms_norm_baseline(&mut b, &w, 1e-6);
+            assert_eq!(bits(&a), bits(&b), "rms_norm, {len}");
+        }
+        for &(m, k, n) in &[(1, 1, 8), (5, 32, 64), (13, 64, 32), (7, 5, 11)] {
+            let (a, b) = (data(m * k, 7), data(k * n, 8));
+            let (mut x, mut y) = (vec![0f32; m * n], vec![0f32; m * n]);
+            matmul(&a, &b, m, k, n, &mut x);
+            matmul_baseline(&a, &b, m, k, n, &mut y);
+            assert_eq!(bits(&x), bits(&y), "matmul {m}x{k}x{n}");
         }
     }
 
