@@ -222,18 +222,22 @@ pub fn tanh(z: f32) -> f32 {
 /// are libm calls or scalar code on baseline x86_64 and wasm32), so loops over it vectorise.
 #[inline]
 pub fn exp_neg(x: f32) -> f32 {
-    const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23, as in round_nearest
     let xc = if x < -87.0 { -87.0 } else { x };
     let t = xc * std::f32::consts::LOG2_E;
-    let r = t + SHIFT; // r's last mantissa bits hold n (|n| < 2^22 shares r's exponent with SHIFT)
-    let n = r - SHIFT;
+    let r = t + ROUND_SHIFT; // round_nearest's first half: r's last mantissa bits hold n (|n| < 2^22)
+    let n = r - ROUND_SHIFT;
     let f = t - n;
     let p = 1.0
         + f * (0.693_147_2
             + f * (0.240_226_5
                 + f * (0.055_504_11
                     + f * (0.009_618_129 + f * (0.001_333_355_8 + f * 0.000_154_035_3)))));
-    let two_n = f32::from_bits(r.to_bits().wrapping_sub(SHIFT.to_bits()).wrapping_add(127) << 23);
+    let two_n = f32::from_bits(
+        r.to_bits()
+            .wrapping_sub(ROUND_SHIFT.to_bits())
+            .wrapping_add(127)
+            << 23,
+    );
     if x < -87.0 {
         0.0
     } else {
@@ -247,9 +251,11 @@ pub fn exp_neg(x: f32) -> f32 {
 /// x86_64.
 #[inline(always)]
 pub fn round_nearest(y: f32) -> f32 {
-    const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23
-    (y + SHIFT) - SHIFT
+    (y + ROUND_SHIFT) - ROUND_SHIFT
 }
+
+/// 1.5 * 2^23: any |y| <= 2^22 plus this lands where the float's spacing is exactly 1 (see `round_nearest`).
+const ROUND_SHIFT: f32 = 12_582_912.0;
 
 /// Exactly `y as i32`, written so that loops over it vectorise on every target: wasm32's saturating cast is one
 /// instruction (`i32x4.trunc_sat_f32x4_s`), but on baseline x86_64 LLVM scalarises the cast's saturation and NaN
