@@ -5,7 +5,8 @@
 # On the 2-core CPU machine (AVX2, fp32): ~40 min of training (600 steps x ~4 s), ~25 min for the rest.
 # Re-run the same command after an interruption: training resumes from training/runs/guardian/last.pt.
 # Extra arguments go to train.py (e.g. --steps 3000 --train-layers 10; --init-delta models/guardian/delta.gguf
-# continues the shipped guardian instead of starting from the base). `--fresh` deletes the previous run first.
+# continues the shipped guardian instead of starting from the base; --hard FILE mixes in the classifier's hard
+# cases from training/guardian/hard_cases.py, tried once, see RUN_NOTES.md). `--fresh` deletes the previous run first.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"

@@ -116,6 +116,16 @@ def main():
     w("| split | model | lang | n | F1 | precision | recall | FPR | AUPRC |\n|---|---|---|---|---|---|---|---|---|")
     for split in ("dev", "test"):
         L.extend(metric_rows(split, ev[split], [("classifier", "hard_classifier"), ("guardian", "hard_guardian")]))
+    diffs = [(split, ev[split].get("hard_guardian_minus_classifier")) for split in ("dev", "test")]
+    if all(d and "accuracy_diff" in d for _, d in diffs):
+        ci = lambda d, k: f"{100 * d[k + '_diff']:+.1f} [{100 * d[k + '_ci95'][0]:+.1f}, {100 * d[k + '_ci95'][1]:+.1f}]"
+        w("\nGuardian minus classifier on the hard rows, points, with a paired-bootstrap 95 % interval (2,000 "
+          "resamples): " + "; ".join(f"{split} (n={d['n']}): F1 {ci(d, 'f1')}, accuracy {ci(d, 'accuracy')}"
+                                     for split, d in diffs)
+          + (". Accuracy is shown beside F1 because the classifier's threshold "
+             f"({ev['classifier_threshold']:.2f}) is below the band's floor ({band[0]}): it flags every hard row, "
+             "and F1 rewards that (recall 1) however many safe messages it blocks."
+             if ev["classifier_threshold"] <= band[0] else "."))
     w(f"\nCategory top-1 accuracy of the guardian on unsafe rows with a category: dev "
       f"{pct(ev['dev']['category_top1_accuracy'])} %, test {pct(ev['test']['category_top1_accuracy'])} %.\n")
     if quant:

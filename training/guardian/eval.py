@@ -108,25 +108,28 @@ def cascade(c, g, low, high, t_cls, t_g):
     return decision.astype(float), uncertain
 
 
-def paired_bootstrap_f1(y, a, b, resamples=2000, seed=0):
-    """F1 of decisions `a` minus F1 of decisions `b` on the same rows, with a 95 % percentile interval over
-    `resamples` resamples of the rows (paired: both decisions see the same resample). On the few hundred hard
-    rows of a split, this says whether a difference is larger than the sampling noise."""
+def paired_bootstrap(y, a, b, resamples=2000, seed=0):
+    """F1 and accuracy of decisions `a` minus those of decisions `b` on the same rows, each with a 95 % percentile
+    interval over `resamples` resamples of the rows (paired: both decisions see the same resample). On the few
+    hundred hard rows of a split, this says whether a difference is larger than the sampling noise. Accuracy is
+    reported beside F1 because inside the band the classifier's threshold can sit below the band's floor: it then
+    flags every hard row, and F1 rewards that (recall 1) however many safe messages it blocks."""
     y, a, b = (np.asarray(v).astype(bool) for v in (y, a, b))
     idx = np.random.default_rng(seed).integers(0, len(y), (resamples, len(y)))
-    yy = y[idx]
 
-    def f1(d):
-        tp, fp, fn = (yy & d).sum(1), (~yy & d).sum(1), (yy & ~d).sum(1)
+    def f1(yy, d):
+        tp, fp, fn = (yy & d).sum(-1), (~yy & d).sum(-1), (yy & ~d).sum(-1)
         return 2 * tp / np.maximum(2 * tp + fp + fn, 1)
 
-    def f1_once(d):
-        tp, fp, fn = (y & d).sum(), (~y & d).sum(), (y & ~d).sum()
-        return 2 * tp / max(2 * tp + fp + fn, 1)
+    def acc(yy, d):
+        return (yy == d).mean(-1)
 
-    diffs = f1(a[idx]) - f1(b[idx])
-    return {"n": int(len(y)), "f1_diff": float(f1_once(a) - f1_once(b)),
-            "ci95": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]}
+    out = {"n": int(len(y))}
+    for name, metric in (("f1", f1), ("accuracy", acc)):
+        diffs = metric(y[idx], a[idx]) - metric(y[idx], b[idx])
+        out[f"{name}_diff"] = float(metric(y, a) - metric(y, b))
+        out[f"{name}_ci95"] = [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
+    return out
 
 
 def by_lang(rows, fn):
@@ -286,7 +289,7 @@ def main():
             "hard_guardian": by_lang(rows, lambda s: at_threshold(y[s & unc], g[s & unc], t_g)),
         }
         # is the hard-case difference larger than sampling noise? (paired bootstrap over the hard rows)
-        res["hard_guardian_minus_classifier"] = paired_bootstrap_f1(y[unc], g[unc] >= t_g, c[unc] >= t_cls)
+        res["hard_guardian_minus_classifier"] = paired_bootstrap(y[unc], g[unc] >= t_g, c[unc] >= t_cls)
         cat_rows = [i for i, r in enumerate(rows) if r["unsafe"] and r["categories"]]
         res["category_top1_accuracy"] = float(np.mean(
             [spec.CATEGORIES[int(np.argmax(gc[i]))] in rows[i]["categories"] for i in cat_rows])) if cat_rows else None
@@ -308,6 +311,13 @@ def main():
             for o in generated:
                 f.write(json.dumps(o, ensure_ascii=False) + "\n")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    if scores:  # per-row scores of both models, for error analysis (not part of the card)
+        with open(Path(a.out).with_name("scores.jsonl"), "w", encoding="utf-8") as f:
+            for split, (rows, g, _, c) in scores.items():
+                for r, gi, ci in zip(rows, g, c):
+                    f.write(json.dumps({"split": split, "id": r["id"], "lang": r["lang"], "unsafe": r["unsafe"],
+                                        "guardian": round(float(gi), 5), "classifier": round(float(ci), 5),
+                                        "text": r["text"]}, ensure_ascii=False) + "\n")
     Path(a.out).write_text(json.dumps(result, indent=1))
     Path(a.out).with_name("thresholds.json").write_text(json.dumps({"unsafe": t_g, "cascade_band": band}))
     print(f"wrote {a.out}")

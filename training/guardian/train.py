@@ -59,21 +59,26 @@ def load_rows(path, tok):
 
 class Sampler:
     """Per step: `classify_share` of the batch from classify rows, each (lang, unsafe) group equally likely;
-    the rest from respond/force rows, uniformly."""
+    the rest from respond/force rows, uniformly. With hard rows (`hard_cases.py`, marked `hard`), `hard_share`
+    of the classify part comes from them instead, uniformly."""
 
-    def __init__(self, rows, seed, classify_share):
-        self.seed, self.share = seed, classify_share
+    def __init__(self, rows, seed, classify_share, hard_share=0.0):
+        self.seed, self.share, self.hard_share = seed, classify_share, hard_share
         groups = {}
         for i, r in enumerate(rows):
-            key = ("classify", r["lang"], r["unsafe"]) if r["task"] == "classify" else ("respond",)
+            key = ("hard",) if r.get("hard") else ("classify", r["lang"], r["unsafe"]) if r["task"] == "classify" \
+                else ("respond",)
             groups.setdefault(key, []).append(i)
         self.cls_groups = [v for k, v in sorted(groups.items()) if k[0] == "classify"]
         self.resp = groups.get(("respond",), [])
+        self.hard = groups.get(("hard",), [])
 
     def batch(self, step, size):
         rng = random.Random(self.seed * 1_000_003 + step)
         n_cls = round(size * self.share) if self.resp else size
-        out = [rng.choice(rng.choice(self.cls_groups)) for _ in range(n_cls)]
+        n_hard = round(n_cls * self.hard_share) if self.hard else 0
+        out = [rng.choice(self.hard) for _ in range(n_hard)]
+        out += [rng.choice(rng.choice(self.cls_groups)) for _ in range(n_cls - n_hard)]
         out += [rng.choice(self.resp) for _ in range(size - n_cls)]
         return out
 
@@ -232,6 +237,9 @@ def main():
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--special-lr", type=float, default=1e-3)
     ap.add_argument("--classify-share", type=float, default=0.6)
+    ap.add_argument("--hard", help="extra classify rows the classifier is unsure about (hard_cases.py's hard.jsonl)")
+    ap.add_argument("--hard-share", type=float, default=0.5, help="share of the classify part drawn from --hard")
+    ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps (a continuation needs fewer)")
     ap.add_argument("--save-every", type=int, default=100)
     ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--seed", type=int, default=13)
@@ -250,6 +258,8 @@ def main():
     vocab_ids = torch.tensor(json.loads(Path(a.vocab).read_text())["ids"])
     t0 = time.time()
     rows = load_rows(data / "train.jsonl", tok)
+    if a.hard:
+        rows += [{**r, "hard": True} for r in load_rows(Path(a.hard), tok)]
     dev = load_rows(data / "dev.jsonl", tok)
     random.Random(0).shuffle(dev)
     dev_cls = [r for r in dev if r["task"] == "classify"][:192]
@@ -270,7 +280,7 @@ def main():
         p.requires_grad_(True)
     opt = torch.optim.AdamW([{"params": params, "lr": a.lr, "weight_decay": 0.0},
                              {"params": [tr.special_rows], "lr": a.special_lr, "weight_decay": 0.0}])
-    sched = lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(s, a.steps) / a.steps))
+    sched = lambda s: min(1.0, (s + 1) / max(1, a.warmup)) * 0.5 * (1 + math.cos(math.pi * min(s, a.steps) / a.steps))
     history, step, best = [], 0, float("inf")
     if (run / "last.pt").is_file():
         ck = torch.load(run / "last.pt", weights_only=False)
@@ -280,7 +290,7 @@ def main():
             opt.load_state_dict(ck["opt"])
             step, history, best = ck["step"], ck["history"], ck["best"]
             print(f"resumed at step {step}", flush=True)
-    sampler = Sampler(rows, a.seed, a.classify_share)
+    sampler = Sampler(rows, a.seed, a.classify_share, a.hard_share)
     dev_rows = dev_cls + dev_resp
     t_run = time.time()
     while step < a.steps:
