@@ -116,6 +116,7 @@ def paired_bootstrap(y, a, b, resamples=2000, seed=0):
     flags every hard row, and F1 rewards that (recall 1) however many safe messages it blocks."""
     y, a, b = (np.asarray(v).astype(bool) for v in (y, a, b))
     idx = np.random.default_rng(seed).integers(0, len(y), (resamples, len(y)))
+    yy, aa, bb = y[idx], a[idx], b[idx]
 
     def f1(yy, d):
         tp, fp, fn = (yy & d).sum(-1), (~yy & d).sum(-1), (yy & ~d).sum(-1)
@@ -126,7 +127,7 @@ def paired_bootstrap(y, a, b, resamples=2000, seed=0):
 
     out = {"n": int(len(y))}
     for name, metric in (("f1", f1), ("accuracy", acc)):
-        diffs = metric(y[idx], a[idx]) - metric(y[idx], b[idx])
+        diffs = metric(yy, aa) - metric(yy, bb)
         out[f"{name}_diff"] = float(metric(y, a) - metric(y, b))
         out[f"{name}_ci95"] = [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
     return out

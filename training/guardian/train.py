@@ -66,8 +66,12 @@ class Sampler:
         self.seed, self.share, self.hard_share = seed, classify_share, hard_share
         groups = {}
         for i, r in enumerate(rows):
-            key = ("hard",) if r.get("hard") else ("classify", r["lang"], r["unsafe"]) if r["task"] == "classify" \
-                else ("respond",)
+            if r.get("hard"):
+                key = ("hard",)
+            elif r["task"] == "classify":
+                key = ("classify", r["lang"], r["unsafe"])
+            else:
+                key = ("respond",)
             groups.setdefault(key, []).append(i)
         self.cls_groups = [v for k, v in sorted(groups.items()) if k[0] == "classify"]
         self.resp = groups.get(("respond",), [])
