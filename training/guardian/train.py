@@ -8,6 +8,8 @@ so no 262k-way softmax is ever computed. bf16 autocast halves the matmul time on
 slower on others (emulated on AVX2; even an AVX-512 BF16 Xeon ran our steps 1.5x slower), so `use_bf16()` times
 both on a layer-sized matmul and picks the faster (`SLM_GUARD_TRAIN_BF16=0|1` overrides); GPUs use bf16.
 Each task's loss is a mean over its own target tokens, so the few classify tokens are not drowned by responses.
+Big batches (`--batch 64 --chunk-tokens 2048`) run as length-sorted chunks with the gradients accumulated: a
+classify query is ~26 tokens and a reply row up to 256, so one padded batch would spend most of its time on pads.
 
 Batches are drawn from a seeded generator per step, so a resumed run sees exactly the batches a straight run would.
 Checkpoints (trainable tensors + optimizer) every `--save-every` steps to training/runs/guardian/last.pt; the best
@@ -146,9 +148,33 @@ def _bf16_is_faster():
     return times[True] < times[False]
 
 
-def batch_loss(model, tr, rows, idx, vocab_ids, autocast=None):
-    if autocast is None:
-        autocast = use_bf16()
+def targets_of(rows, idx, lookups):
+    """Per task, how many target tokens of these rows the loss counts (pieces outside the task's candidates are
+    skipped: dev replies may hold pieces the training text never produced)."""
+    n = {}
+    for i in idx:
+        task = "classify" if rows[i]["task"] == "classify" else "respond"
+        n[task] = n.get(task, 0) + sum(t in lookups[task] for t in rows[i]["target"])
+    return n
+
+
+def packed(rows, idx, max_tokens):
+    """Split a batch into chunks of rows of similar length, each at most `max_tokens` once padded (a chunk holds
+    at least one row). A classify query is ~26 tokens and a reply row up to 256, so padding them together wastes
+    most of a step; sorted chunks do the same arithmetic on far fewer pad tokens."""
+    order = sorted(idx, key=lambda i: len(rows[i]["prompt"]) + len(rows[i]["target"]))
+    chunks, cur = [], []
+    for i in order:
+        n = len(rows[i]["prompt"]) + len(rows[i]["target"])
+        if cur and n * (len(cur) + 1) > max_tokens:  # sorted: n is the chunk's longest row
+            chunks.append(cur)
+            cur = []
+        cur.append(i)
+    return chunks + [cur] if cur else chunks
+
+
+def chunk_loss(model, tr, rows, idx, vocab_ids, autocast):
+    """Summed cross-entropy per task over these rows' target tokens (one padded forward pass)."""
     seqs = [rows[i]["prompt"] + rows[i]["target"] for i in idx]
     T = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), T), spec.PAD, dtype=torch.long)
@@ -165,7 +191,7 @@ def batch_loss(model, tr, rows, idx, vocab_ids, autocast=None):
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + model.cfg.eps) * model.output_norm
     out_w = model.token_embd.weight.detach()
-    losses = {}
+    sums = {}
     for task, (cand, lookup, loc, rows_of_special) in heads(tr, vocab_ids).items():
         pos, tgt = [], []
         for b, i in enumerate(idx):
@@ -180,9 +206,29 @@ def batch_loss(model, tr, rows, idx, vocab_ids, autocast=None):
         hs = h[[p[0] for p in pos], [p[1] for p in pos]]
         w = out_w[cand].clone()
         w[loc] = tr.special_rows[rows_of_special]  # the trained rows of our special tokens
-        # dev responses may hold pieces outside the pruned vocabulary (it is chosen on training text): skipped
         target = torch.tensor([lookup.get(t, -100) for t in tgt])
-        losses[task] = F.cross_entropy(hs @ w.T, target, ignore_index=-100)
+        sums[task] = F.cross_entropy(hs @ w.T, target, ignore_index=-100, reduction="sum")
+    return sums
+
+
+def batch_loss(model, tr, rows, idx, vocab_ids, autocast=None, max_tokens=0, backward=False):
+    """Mean loss per task over its own target tokens in the batch (so the few classify tokens are not drowned by
+    replies). `max_tokens` > 0 runs the batch as length-sorted chunks of at most that many padded tokens; with
+    `backward`, each chunk's share of the summed task means is back-propagated as soon as it is computed (the
+    gradients are those of the whole batch, memory is one chunk's) and the returned losses are detached."""
+    if autocast is None:
+        autocast = use_bf16()
+    hs = heads(tr, vocab_ids)
+    counts = targets_of(rows, idx, {task: h[1] for task, h in hs.items()})
+    losses = {}
+    for chunk in packed(rows, idx, max_tokens) if max_tokens else [list(idx)]:
+        sums = chunk_loss(model, tr, rows, chunk, vocab_ids, autocast)
+        part = {task: v / max(1, counts[task]) for task, v in sums.items()}
+        if backward and part:
+            sum(part.values()).backward()
+            part = {task: v.detach() for task, v in part.items()}
+        for task, v in part.items():
+            losses[task] = losses.get(task, 0.0) + v
     return losses
 
 
@@ -244,6 +290,8 @@ def main():
     ap.add_argument("--hard", help="extra classify rows the classifier is unsure about (hard_cases.py's hard.jsonl)")
     ap.add_argument("--hard-share", type=float, default=0.5, help="share of the classify part drawn from --hard")
     ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps (a continuation needs fewer)")
+    ap.add_argument("--chunk-tokens", type=int, default=0, help="run each batch as length-sorted chunks of at most "
+                    "this many padded tokens (0: one padded batch); same gradients, far less padding in big batches")
     ap.add_argument("--save-every", type=int, default=100)
     ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--seed", type=int, default=13)
@@ -300,10 +348,9 @@ def main():
     while step < a.steps:
         for g, base in zip(opt.param_groups, (a.lr, a.special_lr)):
             g["lr"] = base * sched(step)
-        losses = batch_loss(model, tr, rows, sampler.batch(step, a.batch), vocab_ids)
-        loss = sum(losses.values())
         opt.zero_grad()
-        loss.backward()
+        losses = batch_loss(model, tr, rows, sampler.batch(step, a.batch), vocab_ids, max_tokens=a.chunk_tokens,
+                            backward=True)
         torch.nn.utils.clip_grad_norm_(params + [tr.special_rows], 1.0)
         opt.step()
         step += 1
