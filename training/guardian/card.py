@@ -88,7 +88,7 @@ def main():
     if a.notes and Path(a.notes).is_file():
         w(Path(a.notes).read_text().strip() + "\n")
     if hist:
-        w("Loss per task (mean over 50-step windows):\n")
+        w("Loss per task of the exported run (the last `train.py` run; mean over 50-step windows):\n")
         w("| steps | classify | respond (respond + force) |\n|---|---|---|")
         for s in range(0, len(hist), 50):
             win = hist[s:s + 50]
