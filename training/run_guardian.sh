@@ -6,7 +6,10 @@
 # Re-run the same command after an interruption: training resumes from training/runs/guardian/last.pt.
 # Extra arguments go to train.py (e.g. --steps 3000 --train-layers 10; --init-delta models/guardian/delta.gguf
 # continues the shipped guardian instead of starting from the base; --hard FILE mixes in the classifier's hard
-# cases from training/guardian/hard_cases.py, tried once, see RUN_NOTES.md). `--fresh` deletes the previous run first.
+# cases from training/guardian/hard_cases.py, tried once, see RUN_NOTES.md). The shipped v1.1 is v1 continued with
+#   --init-delta models/guardian/delta.gguf --steps 260 --batch 64 --chunk-tokens 2048 --classify-share 0.9
+#   --lr 1e-4 --special-lr 5e-4 --warmup 20 --eval-every 65 --seed 31      (~43 min on 2 CPU cores)
+# `--fresh` deletes the previous run first.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
@@ -16,7 +19,12 @@ py=training/.venv/bin/python
 $py -m training.common.assets gemma >/dev/null
 [ -f training/data/build/unified.jsonl ] || $py training/data/build.py
 [ -f training/data/build/guardian/train.jsonl ] || $py training/guardian/data.py
-[ -f training/runs/guardian/vocab.json ] || $py training/guardian/vocab.py
+init_delta="" prev=""
+for arg in "$@"; do [ "$prev" = "--init-delta" ] && init_delta="$arg"; prev="$arg"; done
+if [ ! -f training/runs/guardian/vocab.json ]; then
+  if [ -n "$init_delta" ]; then $py training/guardian/vocab.py --from-delta "$init_delta"  # keep the model's vocabulary
+  else $py training/guardian/vocab.py; fi
+fi
 start=$(date +%s)
 $py training/guardian/train.py "$@"
 $py training/guardian/export.py --checkpoint training/runs/guardian/best.pt

@@ -8,6 +8,7 @@ set is closed under BPE merges (a kept piece keeps the two pieces it is merged f
 tokenize exactly as before. Training restricts its loss to this set, and export keeps only these embedding rows.
 
     python training/guardian/vocab.py            # -> training/runs/guardian/vocab.json
+    python training/guardian/vocab.py --from-delta models/guardian/delta.gguf   # a continuation keeps its vocabulary
 """
 import argparse
 import collections
@@ -67,7 +68,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--min-count", type=int, default=2)
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--from-delta", help="take the kept ids of an exported delta.gguf instead of choosing them: a run "
+                    "that continues that model keeps its vocabulary (the choice depends on the data build)")
     a = ap.parse_args()
+    if a.from_delta:
+        import gguf
+        from training.guardian.assemble import field
+        keep = sorted(int(i) for i in field(gguf.GGUFReader(a.from_delta), "slm_guard.kept_ids"))
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps({"from_delta": a.from_delta, "kept": len(keep), "ids": keep}))
+        print(f"kept {len(keep)} pieces of {a.from_delta} -> {a.out}")
+        return
     tok = load_tokenizer(BASE_TOKENIZER)
     corpus = list(corpus_texts())
     texts = [normalize(t) if not resp else t for t, resp in corpus]  # responses are targets: kept verbatim
