@@ -3,11 +3,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { repo, startMock, freePort, sleep, SSE_CHUNKS, SSE_GAP_MS } from './harness.mjs';
 
 test('wrangler dev serves the worker with the model as static assets', { timeout: 240_000 }, async (t) => {
+  // The build step wrangler runs at start-up, run here first: wrangler watches the assets directory, and files that
+  // appear after it started restart the worker, which answers a POST in flight with 503 ("restarted mid-request").
+  // With the files in place the start-up build rewrites nothing (prepare-model.mjs skips unchanged files).
+  execFileSync(process.execPath, [join(repo, 'www/edge/prepare-model.mjs')], { stdio: 'pipe' });
   const mock = await startMock();
   const port = await freePort();
   const proc = spawn(process.execPath, [
@@ -32,6 +36,11 @@ test('wrangler dev serves the worker with the model as static assets', { timeout
     await mock.close();
   });
   const url = `http://127.0.0.1:${port}`;
+  // wrangler 4 runs the custom build twice: once to start, once more when its watcher on models/classifier is ready,
+  // and that second build reloads the worker. Requests sent after the second build has begun wait (GET) for the
+  // reloaded worker, so the checks below start once it is in the log (or after 90 s, if a later wrangler builds once).
+  const builds = () => (log.match(/file\(s\) written/g) ?? []).length;
+  for (let i = 0; i < 90 && builds() < 2; i++) await sleep(1000);
   let ready;
   for (let i = 0; i < 150 && !ready; i++) {
     await sleep(1000);
@@ -46,8 +55,9 @@ test('wrangler dev serves the worker with the model as static assets', { timeout
   const m = await fetch(`${url}/v1/moderations`, {
     method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input: ['안녕하세요', 'hello'] }),
   });
-  assert.equal(m.status, 200);
-  const body = await m.json();
+  const text = await m.text();
+  assert.equal(m.status, 200, `${text}\n${log}`);
+  const body = JSON.parse(text);
   assert.match(body.id, /^modr-/);
   assert.deepEqual(body.results.map((r) => r.lang), ['ko', 'en']);
 

@@ -4,7 +4,7 @@
 // The worker joins the parts in memory and the Rust core checks the whole file's sha256 against the manifest.
 //
 //   node www/edge/prepare-model.mjs [SRC=models/classifier] [DEST=www/edge/model] [--part-mib 20]
-import { mkdir, readFile, writeFile, copyFile, rm, readdir } from 'node:fs/promises';
+import { mkdir, readFile, writeFile, rm, readdir } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { join, resolve } from 'node:path';
@@ -27,17 +27,26 @@ const sha = createHash('sha256').update(weights).digest('hex');
 const expected = manifest.files?.['model.gguf']?.sha256;
 if (expected && expected !== sha) throw new Error(`model.gguf sha256 ${sha} differs from the manifest's ${expected}`);
 
+// Files whose bytes are unchanged are left alone: `wrangler dev` runs this as its build step while it watches the
+// assets directory, and a rewrite there restarts the worker (dropping a request in flight).
 await mkdir(dest, { recursive: true });
-for (const f of await readdir(dest)) if (/^model\.gguf/.test(f)) await rm(join(dest, f));
-await copyFile(join(src, 'manifest.json'), join(dest, 'manifest.json'));
-await copyFile(join(src, 'tokenizer.json'), join(dest, 'tokenizer.json'));
+async function writeIfChanged(name, bytes) {
+  const old = await readFile(join(dest, name)).catch(() => null);
+  if (old && Buffer.compare(old, bytes) === 0) return false;
+  await writeFile(join(dest, name), bytes);
+  return true;
+}
 const size = Math.floor(partMiB * 1024 * 1024);
 const parts = [];
 for (let o = 0, n = 0; o < weights.length; o += size, n++) {
   const chunk = weights.subarray(o, Math.min(o + size, weights.length));
-  const name = `model.gguf.part-${String(n).padStart(3, '0')}`;
-  await writeFile(join(dest, name), chunk);
-  parts.push({ name, bytes: chunk.length, sha256: createHash('sha256').update(chunk).digest('hex') });
+  parts.push({ name: `model.gguf.part-${String(n).padStart(3, '0')}`, bytes: chunk.length, sha256: createHash('sha256').update(chunk).digest('hex'), chunk });
 }
-await writeFile(join(dest, 'model.gguf.parts.json'), JSON.stringify({ file: 'model.gguf', bytes: weights.length, sha256: sha, parts }, null, 1) + '\n');
-console.log(`${dest}: manifest.json, tokenizer.json, ${parts.length} weight parts of <= ${partMiB} MiB (${weights.length} bytes)`);
+const keep = new Set(['model.gguf.parts.json', ...parts.map((p) => p.name)]);
+for (const f of await readdir(dest)) if (/^model\.gguf/.test(f) && !keep.has(f)) await rm(join(dest, f));
+let written = 0;
+for (const f of ['manifest.json', 'tokenizer.json']) written += await writeIfChanged(f, await readFile(join(src, f)));
+for (const p of parts) written += await writeIfChanged(p.name, p.chunk);
+const index = { file: 'model.gguf', bytes: weights.length, sha256: sha, parts: parts.map(({ chunk, ...p }) => p) };
+written += await writeIfChanged('model.gguf.parts.json', Buffer.from(JSON.stringify(index, null, 1) + '\n'));
+console.log(`${dest}: manifest.json, tokenizer.json, ${parts.length} weight parts of <= ${partMiB} MiB (${weights.length} bytes); ${written} file(s) written`);
