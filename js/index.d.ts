@@ -115,6 +115,8 @@ export interface GuardianResponse {
   /** Language detected in the response. */
   lang: 'ko' | 'en';
   model: string;
+  /** The backend that computed the last token ('cpu' after a lost GPU device). */
+  backend: 'cpu' | 'webgpu';
   timing_ms: number;
   /** Prompt read + first generated token. */
   first_token_ms: number | null;
@@ -139,6 +141,13 @@ export interface GuardianInfo {
   weights_bytes: number;
   tokenizer_bytes: number;
   load_ms: number;
+  /** The backend that runs the next call ('cpu' after a lost GPU device). */
+  backend: 'cpu' | 'webgpu';
+  adapter: string | null;
+  /** Why the CPU runs although WebGPU was tried ('auto'), or why the GPU was dropped later. */
+  backend_note: string | null;
+  /** 'auto' on a GPU: median ms of a 32-token prompt plus 4 generated tokens per backend, measured at load. */
+  calibration_ms: Record<'cpu' | 'webgpu', number> | null;
   loadMs: number;
   fromCache: Record<string, boolean>;
 }
@@ -175,6 +184,8 @@ export interface LoadOptions {
 
 export interface GuardianLoadOptions {
   model: string | URL | ModelBytes;
+  /** Default: the backend asked for at `Guard.load`. */
+  backend?: 'auto' | 'cpu' | 'webgpu';
   onProgress?: (e: ProgressEvent) => void;
   cache?: boolean;
   revalidate?: boolean;

@@ -83,6 +83,31 @@ pub fn refine(
     policy: &Policy,
     band: &Band,
 ) -> Result<Verdict> {
+    if route(&classifier, band) == Route::Classifier {
+        return settle(classifier, band, None);
+    }
+    let g = guardian.classify(text, policy);
+    settle(classifier, band, Some(g))
+}
+
+/// [`refine`] with the guardian on the backend chosen at load (`Guardian::classify_async`).
+pub async fn refine_async(
+    classifier: Verdict,
+    guardian: &Guardian,
+    text: &str,
+    policy: &Policy,
+    band: &Band,
+) -> Result<Verdict> {
+    if route(&classifier, band) == Route::Classifier {
+        return settle(classifier, band, None);
+    }
+    let g = guardian.classify_async(text, policy).await;
+    settle(classifier, band, Some(g))
+}
+
+/// The cascade's verdict from the classifier's and, when it ran, the guardian's result: a policy error is passed
+/// on, any other guardian error leaves the classifier's verdict standing (see `refine`).
+fn settle(classifier: Verdict, band: &Band, guardian: Option<Result<Verdict>>) -> Result<Verdict> {
     let mut info = CascadeInfo {
         classifier_score: classifier.score,
         classifier_model: classifier.model.clone(),
@@ -90,32 +115,27 @@ pub fn refine(
         band: *band,
         guardian_error: None,
     };
-    if route(&classifier, band) == Route::Classifier {
-        return Ok(Verdict {
-            cascade: Some(info),
-            ..classifier
-        });
-    }
-    match guardian.classify(text, policy) {
-        Ok(mut v) => {
+    match guardian {
+        None => {}
+        Some(Ok(mut v)) => {
             info.guardian_score = Some(v.score);
             v.timing_ms += classifier.timing_ms;
             v.decided_by = DecidedBy::Guardian;
             v.cascade = Some(info);
-            Ok(v)
+            return Ok(v);
         }
-        Err(e @ GuardError::Policy(_)) => Err(e),
-        Err(e) => {
+        Some(Err(e @ GuardError::Policy(_))) => return Err(e),
+        Some(Err(e)) => {
             info.guardian_error = Some(VerdictError {
                 code: e.code().to_string(),
                 message: e.to_string(),
-            });
-            Ok(Verdict {
-                cascade: Some(info),
-                ..classifier
             })
         }
     }
+    Ok(Verdict {
+        cascade: Some(info),
+        ..classifier
+    })
 }
 
 /// [`refine`] for a batch: verdict `i` is refined for `texts[i]` (the same routing per message, so a batch gives
@@ -139,6 +159,29 @@ pub fn refine_batch(
         .zip(texts)
         .map(|(v, text)| refine(v, guardian, text, policy, band))
         .collect()
+}
+
+/// [`refine_batch`] with the guardian on the backend chosen at load (one message after another: the guardian
+/// reads one prompt at a time).
+pub async fn refine_batch_async(
+    classifier: Vec<Verdict>,
+    guardian: &Guardian,
+    texts: &[&str],
+    policy: &Policy,
+    band: &Band,
+) -> Result<Vec<Verdict>> {
+    if classifier.len() != texts.len() {
+        return Err(GuardError::Input(format!(
+            "{} verdicts for {} texts",
+            classifier.len(),
+            texts.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(texts.len());
+    for (v, text) in classifier.into_iter().zip(texts) {
+        out.push(refine_async(v, guardian, text, policy, band).await?);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

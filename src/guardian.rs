@@ -6,14 +6,19 @@
 //!   classify  <bos> query <|pred|>                    -> <|safe|> | <|unsafe|> <|cat_*|> ...
 //!   respond   <bos> query [<|force-safety|>] <|expl|>  -> response <end_of_turn>
 //!
-//! Everything runs synchronously on the CPU path with one KV cache per call (no threads needed, so the same API
-//! binds to wasm32 as is).
+//! The synchronous API runs on the CPU path with one KV cache per call (no threads needed, so the same API binds
+//! to wasm32 as is). `load_with_backend` can add the WebGPU decoder (`backend/webgpu/decoder.rs`); the `_async`
+//! calls (`score_async`, `classify_async`, `Generation::next_async`) run on it while it works and fall back to
+//! the CPU model, for good, on its first failure (a lost device): a generation in flight re-reads its prompt and
+//! reply so far on the CPU and goes on.
 
 use serde::Serialize;
 
+#[cfg(feature = "webgpu")]
+use crate::backend::webgpu::decoder::{GpuCache, WebGpuDecoder};
 use crate::clock::now_ms;
 use crate::error::{GuardError, Result};
-use crate::guard::ModelFiles;
+use crate::guard::{BackendChoice, ModelFiles};
 use crate::manifest::Manifest;
 use crate::model::guardian::{Cache, DEFAULT_MAX_CONTEXT};
 use crate::model::{GuardianConfig, GuardianModel};
@@ -92,6 +97,8 @@ pub struct Response {
     pub stopped: StopReason,
     /// The reply gate released nothing, so `text` is the built-in safe reply (`reply::safe_reply`).
     pub fallback: bool,
+    /// The backend that computed the last token ("cpu" or "webgpu").
+    pub backend: &'static str,
 }
 
 /// What a loaded guardian is (for `info()` in the JS API and the CLI).
@@ -112,6 +119,29 @@ pub struct GuardianInfo {
     pub weights_bytes: u64,
     pub tokenizer_bytes: u64,
     pub load_ms: f64,
+    /// The backend that runs the next `_async` call ("cpu" or "webgpu"; the synchronous calls always use the CPU).
+    pub backend: String,
+    /// The GPU adapter considered at load, if any.
+    pub adapter: Option<String>,
+    /// Why the CPU path runs although WebGPU was tried (`auto`), or why the GPU was dropped later.
+    pub backend_note: Option<String>,
+    /// Load-time calibration (`auto`): median ms of a 32-token prompt plus 4 generated tokens per backend.
+    pub calibration_ms: Option<std::collections::BTreeMap<String, f64>>,
+}
+
+/// What `load_with_backend` found out about the GPU.
+#[derive(Debug, Clone, Default)]
+struct BackendNotes {
+    adapter: Option<String>,
+    note: Option<String>,
+    calibration_ms: Option<std::collections::BTreeMap<String, f64>>,
+}
+
+/// The WebGPU decoder in use, until its first failure: then every later call runs on the CPU model and says so.
+#[cfg(feature = "webgpu")]
+struct GpuPath {
+    decoder: WebGpuDecoder,
+    failed: std::sync::Mutex<Option<String>>,
 }
 
 /// Control ids, resolved from the manifest once.
@@ -133,6 +163,9 @@ pub struct Guardian {
     ids: ControlIds,
     max_tokens: usize,
     load_ms: f64,
+    #[cfg(feature = "webgpu")]
+    gpu: Option<GpuPath>,
+    notes: BackendNotes,
 }
 
 impl Guardian {
@@ -217,7 +250,157 @@ impl Guardian {
             ids,
             max_tokens,
             load_ms: now_ms() - t0,
+            #[cfg(feature = "webgpu")]
+            gpu: None,
+            notes: BackendNotes::default(),
         })
+    }
+
+    /// `load`, then bring up the chosen backend for the `_async` calls. `Auto` takes WebGPU only on a hardware
+    /// adapter that a short calibration measured faster than the CPU model, and never fails for want of a GPU
+    /// (`info().backend_note` says why the CPU runs); `WebGpu` insists (software adapters included).
+    pub async fn load_with_backend(files: &ModelFiles, choice: BackendChoice) -> Result<Self> {
+        let t0 = now_ms();
+        #[allow(unused_mut)]
+        let mut g = Self::load(files)?;
+        match choice {
+            BackendChoice::Cpu => {}
+            #[cfg(not(feature = "webgpu"))]
+            BackendChoice::WebGpu => {
+                return Err(GuardError::BackendUnavailable(
+                    "webgpu".into(),
+                    "this build has no WebGPU backend (cargo feature `webgpu`)".into(),
+                ))
+            }
+            #[cfg(not(feature = "webgpu"))]
+            BackendChoice::Auto => g.notes.note = Some("this build has no WebGPU backend".into()),
+            #[cfg(feature = "webgpu")]
+            BackendChoice::WebGpu => {
+                let d = WebGpuDecoder::new(&files.weights, g.config().max_context).await?;
+                g.notes.adapter = Some(d.adapter_name());
+                g.use_gpu(d);
+            }
+            #[cfg(feature = "webgpu")]
+            BackendChoice::Auto => {
+                match WebGpuDecoder::new_with(&files.weights, g.config().max_context, false).await {
+                    Err(e) => g.notes.note = Some(format!("webgpu not used: {e}")),
+                    Ok(d) => {
+                        g.notes.adapter = Some(d.adapter_name());
+                        let (cpu_ms, gpu_ms) = g.calibrate(&d).await;
+                        g.notes.calibration_ms = Some(
+                            [("cpu".to_string(), cpu_ms), ("webgpu".to_string(), gpu_ms)].into(),
+                        );
+                        if gpu_ms < cpu_ms {
+                            g.use_gpu(d);
+                        } else {
+                            g.notes.note = Some(format!(
+                                "webgpu not used: slower than the CPU path here ({gpu_ms:.1} ms vs {cpu_ms:.1} ms)"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        g.load_ms = now_ms() - t0;
+        Ok(g)
+    }
+
+    #[cfg(feature = "webgpu")]
+    fn use_gpu(&mut self, decoder: WebGpuDecoder) {
+        self.gpu = Some(GpuPath {
+            decoder,
+            failed: std::sync::Mutex::new(None),
+        });
+    }
+
+    /// Median of 3 timed runs per backend (after an untimed one) of what a reply costs: a 32-token prompt, then 4
+    /// tokens generated greedily. A GPU that fails here counts as infinitely slow.
+    #[cfg(feature = "webgpu")]
+    async fn calibrate(&self, d: &WebGpuDecoder) -> (f64, f64) {
+        const STEPS: usize = 4;
+        let vocab = self.config().vocab as u32;
+        let prompt: Vec<u32> = (0..32u32).map(|i| (i * 7919 + 5) % vocab).collect();
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(f64::INFINITY)
+        };
+        let cpu_run = || -> Result<()> {
+            let mut cache = self.model.new_cache();
+            let mut h = self.model.prefill(&mut cache, &prompt)?;
+            for _ in 0..STEPS {
+                let next = argmax(&self.model.logits(&h)?);
+                h = self.model.step(&mut cache, next)?;
+            }
+            Ok(())
+        };
+        let gpu_run = || async {
+            let mut cache = d.new_cache();
+            let mut h = d.prefill(&mut cache, &prompt).await?;
+            for _ in 0..STEPS {
+                let next = argmax(&d.logits(&h).await?);
+                h = d.step(&mut cache, next).await?;
+            }
+            Ok::<(), GuardError>(())
+        };
+        let (mut cpu, mut gpu) = (Vec::new(), Vec::new());
+        for i in 0..4 {
+            let t = now_ms();
+            if cpu_run().is_err() {
+                return (f64::INFINITY, f64::INFINITY);
+            }
+            if i > 0 {
+                cpu.push(now_ms() - t);
+            }
+            let t = now_ms();
+            if gpu_run().await.is_err() {
+                return (median(cpu), f64::INFINITY);
+            }
+            if i > 0 {
+                gpu.push(now_ms() - t);
+            }
+        }
+        (median(cpu), median(gpu))
+    }
+
+    /// The decoder while it works (none on the CPU path, or after its first failure).
+    #[cfg(feature = "webgpu")]
+    fn active_gpu(&self) -> Option<&WebGpuDecoder> {
+        self.gpu
+            .as_ref()
+            .filter(|g| g.failed.lock().map(|f| f.is_none()).unwrap_or(false))
+            .map(|g| &g.decoder)
+    }
+
+    /// After a GPU error: an input error is the caller's (the CPU would refuse it too), anything else (lost device,
+    /// failed dispatch) moves this and every later call to the CPU model. Returns the error to give the caller, if
+    /// any.
+    #[cfg(feature = "webgpu")]
+    fn gpu_failed(&self, e: GuardError) -> Option<GuardError> {
+        if matches!(e, GuardError::Input(_)) {
+            return Some(e);
+        }
+        if let Some(Ok(mut f)) = self.gpu.as_ref().map(|g| g.failed.lock()) {
+            f.get_or_insert_with(|| format!("webgpu failed, using the CPU path from now on: {e}"));
+        }
+        None
+    }
+
+    /// Lose the GPU device on purpose (fault drills, tests): the next `_async` call falls back to the CPU model.
+    #[cfg(feature = "webgpu")]
+    #[doc(hidden)]
+    pub fn lose_gpu_device(&self) {
+        if let Some(g) = &self.gpu {
+            g.decoder.destroy_device();
+        }
+    }
+
+    /// The backend that runs the next `_async` call.
+    pub fn backend_name(&self) -> &'static str {
+        #[cfg(feature = "webgpu")]
+        if self.active_gpu().is_some() {
+            return "webgpu";
+        }
+        "cpu"
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -253,7 +436,20 @@ impl Guardian {
             weights_bytes: bytes("model.gguf"),
             tokenizer_bytes: bytes("tokenizer.json"),
             load_ms: self.load_ms,
+            backend: self.backend_name().to_string(),
+            adapter: self.notes.adapter.clone(),
+            backend_note: self.gpu_note().or_else(|| self.notes.note.clone()),
+            calibration_ms: self.notes.calibration_ms.clone(),
         }
+    }
+
+    /// Why a GPU chosen at load no longer runs.
+    fn gpu_note(&self) -> Option<String> {
+        #[cfg(feature = "webgpu")]
+        if let Some(Ok(f)) = self.gpu.as_ref().map(|g| g.failed.lock()) {
+            return f.clone();
+        }
+        None
     }
 
     /// `name@version`, as in verdicts.
@@ -309,23 +505,66 @@ impl Guardian {
 
     /// `score` on query ids (no normalisation, no length check beyond the context).
     pub fn score_ids(&self, query: &[u32]) -> Result<GuardianScore> {
-        let ids = &self.ids;
-        let mut prompt = Vec::with_capacity(query.len() + 2);
-        prompt.push(ids.bos);
-        prompt.extend_from_slice(query);
-        prompt.push(ids.pred);
         let mut cache = self.model.new_cache();
-        let h = self.model.prefill(&mut cache, &prompt)?;
-        let l = self.model.logits_for(&h, &[ids.safe, ids.unsafe_])?;
-        let unsafe_prob = 1.0 / (1.0 + (l[0] - l[1]).exp());
+        let at_pred = self
+            .model
+            .prefill(&mut cache, &self.classify_prompt(query))?;
         // which category, if unsafe: one more step with <|unsafe|> teacher-forced
-        let h = self.model.step(&mut cache, ids.unsafe_)?;
-        let mut category_probs = self.model.logits_for(&h, &ids.categories)?;
+        let after_unsafe = self.model.step(&mut cache, self.ids.unsafe_)?;
+        self.read_score(&at_pred, &after_unsafe, query.len())
+    }
+
+    /// `score` on the backend chosen at load (the WebGPU decoder where it runs); also returns that backend.
+    pub async fn score_async(&self, text: &str) -> Result<(GuardianScore, &'static str)> {
+        let q = self.query_ids(text)?;
+        #[cfg(feature = "webgpu")]
+        if let Some(d) = self.active_gpu() {
+            let mut cache = d.new_cache();
+            let on_gpu = async {
+                let at_pred = d.prefill(&mut cache, &self.classify_prompt(&q)).await?;
+                let after_unsafe = d.step(&mut cache, self.ids.unsafe_).await?;
+                Ok::<_, GuardError>((at_pred, after_unsafe))
+            };
+            match on_gpu.await {
+                Ok((at_pred, after_unsafe)) => {
+                    return Ok((self.read_score(&at_pred, &after_unsafe, q.len())?, "webgpu"))
+                }
+                Err(e) => {
+                    if let Some(e) = self.gpu_failed(e) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok((self.score_ids(&q)?, "cpu"))
+    }
+
+    /// `<bos> query <|pred|>`
+    fn classify_prompt(&self, query: &[u32]) -> Vec<u32> {
+        let mut prompt = Vec::with_capacity(query.len() + 2);
+        prompt.push(self.ids.bos);
+        prompt.extend_from_slice(query);
+        prompt.push(self.ids.pred);
+        prompt
+    }
+
+    /// The score from the hidden rows at `<|pred|>` and after a teacher-forced `<|unsafe|>` (either backend's): 11
+    /// rows of the tied head on the CPU, the same f32 function as the GPU's head.
+    fn read_score(
+        &self,
+        at_pred: &[f32],
+        after_unsafe: &[f32],
+        tokens: usize,
+    ) -> Result<GuardianScore> {
+        let ids = &self.ids;
+        let l = self.model.logits_for(at_pred, &[ids.safe, ids.unsafe_])?;
+        let unsafe_prob = 1.0 / (1.0 + (l[0] - l[1]).exp());
+        let mut category_probs = self.model.logits_for(after_unsafe, &ids.categories)?;
         softmax(&mut category_probs);
         Ok(GuardianScore {
             unsafe_prob,
             category_probs,
-            tokens: query.len(),
+            tokens,
         })
     }
 
@@ -366,8 +605,8 @@ impl Guardian {
             .min(self.config().max_context.saturating_sub(prompt.len()));
         Ok(Generation {
             cache: None,
+            backend: "cpu",
             prompt,
-            hidden: None,
             stream: TextStream::default(),
             tokens: Vec::new(),
             text: String::new(),
@@ -385,48 +624,80 @@ impl Guardian {
     pub fn classify(&self, text: &str, policy: &Policy) -> Result<Verdict> {
         let t0 = now_ms();
         let p = policy.resolve(&self.manifest.categories, &self.manifest.thresholds)?;
-        if text.len() > p.max_input_bytes {
+        self.check_bytes(text, p.max_input_bytes)?;
+        let s = if normalize(text).is_empty() {
+            None
+        } else {
+            Some(self.score(text)?)
+        };
+        Ok(self.verdict(text, s, &p, "cpu", t0))
+    }
+
+    /// `classify` on the backend chosen at load (as `score_async`); the verdict's `backend` says which ran.
+    pub async fn classify_async(&self, text: &str, policy: &Policy) -> Result<Verdict> {
+        let t0 = now_ms();
+        let p = policy.resolve(&self.manifest.categories, &self.manifest.thresholds)?;
+        self.check_bytes(text, p.max_input_bytes)?;
+        if normalize(text).is_empty() {
+            return Ok(self.verdict(text, None, &p, self.backend_name(), t0));
+        }
+        let (s, backend) = self.score_async(text).await?;
+        Ok(self.verdict(text, Some(s), &p, backend, t0))
+    }
+
+    fn check_bytes(&self, text: &str, limit: usize) -> Result<()> {
+        if text.len() > limit {
             return Err(GuardError::InputTooLong {
                 len: text.len(),
-                limit: p.max_input_bytes,
+                limit,
             });
         }
-        let s = if normalize(text).is_empty() {
-            Scores {
+        Ok(())
+    }
+
+    /// The verdict from a score (`None`: nothing to read, e.g. empty text).
+    fn verdict(
+        &self,
+        text: &str,
+        g: Option<GuardianScore>,
+        p: &crate::policy::ResolvedPolicy,
+        backend: &str,
+        t0: f64,
+    ) -> Verdict {
+        let s = match g {
+            None => Scores {
                 unsafe_prob: 0.0,
                 categories: vec![0.0; self.manifest.categories.len()],
                 tokens: 0,
                 windows: 0,
-            }
-        } else {
-            let g = self.score(text)?;
-            Scores {
+            },
+            Some(g) => Scores {
                 unsafe_prob: g.unsafe_prob,
                 categories: g.category_probs.iter().map(|c| c * g.unsafe_prob).collect(),
                 tokens: g.tokens,
                 windows: 1,
-            }
+            },
         };
         let mut v = Verdict::decide(
             &s,
-            &p,
+            p,
             language(text),
             &self.model_id(),
-            "cpu",
+            backend,
             now_ms() - t0,
         );
         v.decided_by = DecidedBy::Guardian;
-        Ok(v)
+        v
     }
 }
 
 /// One response being generated (see [`Guardian::start`]). Holds its own KV cache; the model stays shared.
 pub struct Generation {
-    /// Created when the prompt is read (first `next`).
-    cache: Option<Cache>,
+    /// Created when the prompt is read (first `next`), on the backend that reads it.
+    cache: Option<SeqCache>,
+    /// The backend that computed the last token.
+    backend: &'static str,
     prompt: Vec<u32>,
-    /// Hidden state whose logits pick the next token (None: step the last token first).
-    hidden: Option<Vec<f32>>,
     stream: TextStream,
     tokens: Vec<u32>,
     text: String,
@@ -437,56 +708,140 @@ pub struct Generation {
     flushed: bool,
 }
 
+/// A generation's KV cache, on the backend that holds it.
+enum SeqCache {
+    Cpu(Cache),
+    #[cfg(feature = "webgpu")]
+    Gpu(GpuCache),
+}
+
 impl Generation {
     /// The next piece of text (complete UTF-8, never empty), or `None` when the response is finished (stop token,
     /// `max_tokens`, or `cancel`). Each call runs the model for as many tokens as it takes to complete a character
-    /// (usually one; the first call also reads the prompt). Use the same `Guardian` that started it.
+    /// (usually one; the first call also reads the prompt). Use the same `Guardian` that started it. Always on
+    /// the CPU model (a generation begun on the GPU re-reads its prompt and reply so far there).
     pub fn next(&mut self, g: &Guardian) -> Result<Option<String>> {
         loop {
-            if let Some(stopped) = self.stopped {
-                if self.flushed {
-                    return Ok(None);
-                }
-                self.flushed = true;
-                let tail = self.stream.finish();
-                if tail.is_empty() || stopped == StopReason::Cancelled {
-                    self.text.push_str(&tail);
-                    return Ok(None);
-                }
-                self.text.push_str(&tail);
-                return Ok(Some(tail));
+            if let Some(end) = self.end() {
+                return Ok(end);
             }
-            let h = match self.hidden.take() {
-                Some(h) => h,
-                None => match (&mut self.cache, self.tokens.last()) {
-                    (Some(cache), Some(&last)) => g.model.step(cache, last)?,
-                    _ => {
-                        let mut cache = g.model.new_cache();
-                        let h = g.model.prefill(&mut cache, &self.prompt)?;
-                        self.cache = Some(cache);
-                        h
-                    }
-                },
-            };
-            let next = argmax(&g.model.logits(&h)?);
-            if g.ids.stop.contains(&next) {
-                self.stopped = Some(StopReason::EndOfTurn);
-                continue;
-            }
-            if repeated_ngram_completions(&self.tokens, self.no_repeat).contains(&next) {
-                self.stopped = Some(StopReason::Repetition);
-                continue;
-            }
-            self.tokens.push(next);
-            let piece = self.stream.push(&g.tokenizer, next);
-            if self.tokens.len() >= self.max_new {
-                self.stopped = Some(StopReason::MaxTokens);
-            }
-            if !piece.is_empty() {
-                self.text.push_str(&piece);
+            let logits = g.model.logits(&self.cpu_hidden(g)?)?;
+            self.backend = "cpu";
+            if let Some(piece) = self.accept(g, &logits) {
                 return Ok(Some(piece));
             }
         }
+    }
+
+    /// `next` on the backend chosen at load: the WebGPU decoder while it works. If it fails (a lost device), the
+    /// CPU model reads the prompt and the reply so far and generation goes on from the same token.
+    pub async fn next_async(&mut self, g: &Guardian) -> Result<Option<String>> {
+        loop {
+            if let Some(end) = self.end() {
+                return Ok(end);
+            }
+            let logits = self.logits_async(g).await?;
+            if let Some(piece) = self.accept(g, &logits) {
+                return Ok(Some(piece));
+            }
+        }
+    }
+
+    /// Once stopped: the stream's last partial character (once), then `None`.
+    fn end(&mut self) -> Option<Option<String>> {
+        let stopped = self.stopped?;
+        if self.flushed {
+            return Some(None);
+        }
+        self.flushed = true;
+        let tail = self.stream.finish();
+        self.text.push_str(&tail);
+        if tail.is_empty() || stopped == StopReason::Cancelled {
+            return Some(None);
+        }
+        Some(Some(tail))
+    }
+
+    /// Take the greedy token from `logits` (or stop); the new text, if it completed any.
+    fn accept(&mut self, g: &Guardian, logits: &[f32]) -> Option<String> {
+        let next = argmax(logits);
+        if g.ids.stop.contains(&next) {
+            self.stopped = Some(StopReason::EndOfTurn);
+            return None;
+        }
+        if repeated_ngram_completions(&self.tokens, self.no_repeat).contains(&next) {
+            self.stopped = Some(StopReason::Repetition);
+            return None;
+        }
+        self.tokens.push(next);
+        let piece = self.stream.push(&g.tokenizer, next);
+        if self.tokens.len() >= self.max_new {
+            self.stopped = Some(StopReason::MaxTokens);
+        }
+        if piece.is_empty() {
+            return None;
+        }
+        self.text.push_str(&piece);
+        Some(piece)
+    }
+
+    /// Prompt and reply so far: what a fresh cache must read to continue.
+    fn context(&self) -> Vec<u32> {
+        [&self.prompt[..], &self.tokens[..]].concat()
+    }
+
+    /// The CPU model's hidden row for the next token: one step on its cache, or (first call, or the cache is the
+    /// GPU's) a fresh cache reading the whole context.
+    fn cpu_hidden(&mut self, g: &Guardian) -> Result<Vec<f32>> {
+        if let (Some(SeqCache::Cpu(cache)), Some(&last)) = (&mut self.cache, self.tokens.last()) {
+            return g.model.step(cache, last);
+        }
+        let mut cache = g.model.new_cache();
+        let h = g.model.prefill(&mut cache, &self.context())?;
+        self.cache = Some(SeqCache::Cpu(cache));
+        Ok(h)
+    }
+
+    async fn logits_async(&mut self, g: &Guardian) -> Result<Vec<f32>> {
+        #[cfg(feature = "webgpu")]
+        if let Some(d) = g.active_gpu() {
+            match self.gpu_logits(d).await {
+                Ok(l) => {
+                    self.backend = "webgpu";
+                    return Ok(l);
+                }
+                Err(e) => {
+                    // the GPU cache may be half-written: the CPU starts over from the context
+                    self.cache = None;
+                    if let Some(e) = g.gpu_failed(e) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let logits = g.model.logits(&self.cpu_hidden(g)?)?;
+        self.backend = "cpu";
+        Ok(logits)
+    }
+
+    /// As `cpu_hidden` on the decoder, then the head (on the GPU: its int8 table is already there).
+    #[cfg(feature = "webgpu")]
+    async fn gpu_logits(&mut self, d: &WebGpuDecoder) -> Result<Vec<f32>> {
+        let h = match (&mut self.cache, self.tokens.last()) {
+            (Some(SeqCache::Gpu(cache)), Some(&last)) => d.step(cache, last).await?,
+            _ => {
+                let mut cache = d.new_cache();
+                let h = d.prefill(&mut cache, &self.context()).await?;
+                self.cache = Some(SeqCache::Gpu(cache));
+                h
+            }
+        };
+        d.logits(&h).await
+    }
+
+    /// The backend that computed the last token ("cpu" before the first).
+    pub fn backend(&self) -> &'static str {
+        self.backend
     }
 
     /// Stop here: the response ends `Cancelled` (unless it had already finished and released its last piece).
@@ -542,6 +897,7 @@ impl Generation {
             tokens: self.tokens,
             stopped,
             fallback: false,
+            backend: self.backend,
         }
     }
 }

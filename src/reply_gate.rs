@@ -65,7 +65,32 @@ impl ReplyGate {
         if self.done {
             return Ok(Step::End);
         }
-        let released = match gen.next(g)? {
+        let piece = gen.next(g)?;
+        self.absorb(piece, gen, is_unsafe)
+    }
+
+    /// `step` with the generation on the backend chosen at load (`Generation::next_async`).
+    pub async fn step_async(
+        &mut self,
+        gen: &mut Generation,
+        g: &Guardian,
+        is_unsafe: &mut impl FnMut(&str) -> Result<bool>,
+    ) -> Result<Step> {
+        if self.done {
+            return Ok(Step::End);
+        }
+        let piece = gen.next_async(g).await?;
+        self.absorb(piece, gen, is_unsafe)
+    }
+
+    /// Add the generation's next piece (`None`: it ended) to the pending sentence; check it once it is whole.
+    fn absorb(
+        &mut self,
+        piece: Option<String>,
+        gen: &Generation,
+        is_unsafe: &mut impl FnMut(&str) -> Result<bool>,
+    ) -> Result<Step> {
+        let released = match piece {
             Some(piece) => {
                 self.pending.push_str(&piece);
                 // checked once the pending text ends a sentence (trailing spaces aside)

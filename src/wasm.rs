@@ -5,6 +5,7 @@ use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
 use crate::error::GuardError;
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use wasm_bindgen_futures::future_to_promise;
@@ -256,6 +257,28 @@ impl WasmGuardian {
         })
     }
 
+    /// As the constructor, then bring up `backend` (`'auto' | 'cpu' | 'webgpu'`) for `classifyAsync` and
+    /// `nextAsync`; resolves to the handle.
+    pub async fn create(
+        manifest: Vec<u8>,
+        weights: Vec<u8>,
+        tokenizer: Vec<u8>,
+        backend: String,
+    ) -> Result<WasmGuardian, JsValue> {
+        let choice: BackendChoice = backend.parse().map_err(|e| js_error(&e))?;
+        let files = ModelFiles {
+            manifest,
+            weights,
+            tokenizer,
+        };
+        let g = Guardian::load_with_backend(&files, choice)
+            .await
+            .map_err(|e| js_error(&e))?;
+        Ok(WasmGuardian {
+            inner: Some(Rc::new(g)),
+        })
+    }
+
     fn shared(&self) -> Result<Rc<Guardian>, JsValue> {
         self.inner
             .clone()
@@ -278,7 +301,25 @@ impl WasmGuardian {
         )
     }
 
-    /// Begin a greedy response; drive it with `WasmGeneration.next()`. `max_tokens` 0 means the default (256),
+    /// `classify` on the backend chosen at load: a Promise of the verdict (`backend` says which ran).
+    #[wasm_bindgen(js_name = classifyAsync)]
+    pub fn classify_async(
+        &self,
+        text: String,
+        policy: JsValue,
+    ) -> Result<js_sys::Promise, JsValue> {
+        let policy = policy_from(policy)?;
+        let guardian = self.shared()?;
+        Ok(future_to_promise(async move {
+            let v = guardian
+                .classify_async(&text, &policy)
+                .await
+                .map_err(|e| js_error(&e))?;
+            to_js(&v)
+        }))
+    }
+
+    /// Begin a greedy response; drive it with `WasmGeneration.nextAsync()`. `max_tokens` 0 means the default (256),
     /// `no_repeat_ngram` < 0 the default (4).
     pub fn start(
         &self,
@@ -301,14 +342,16 @@ impl WasmGuardian {
         let t0 = crate::clock::now_ms();
         let gen = guardian.start(text, &opts).map_err(|e| js_error(&e))?;
         Ok(WasmGeneration {
-            guardian,
-            gen: Some(gen),
-            gate: None,
-            query: text.to_string(),
-            t0,
-            first_ms: None,
-            max_tokens: opts.max_tokens,
-            force_safety,
+            state: Rc::new(RefCell::new(GenerationState {
+                guardian,
+                gen: Some(gen),
+                gate: None,
+                query: text.to_string(),
+                t0,
+                first_ms: None,
+                max_tokens: opts.max_tokens,
+                force_safety,
+            })),
         })
     }
 
@@ -321,11 +364,16 @@ impl WasmGuardian {
     }
 }
 
-/// One response being generated. `next()` runs the model until one more piece of text is complete (a few tens of
-/// ms) and returns it, or `undefined` at the end; JS yields to the event loop between calls, so an AbortSignal
-/// or the page stays responsive.
+/// One response being generated. `nextAsync()` runs the model until one more piece of text is complete (a few tens
+/// of ms) and resolves to it, or to `undefined` at the end; JS yields to the event loop between calls, so an
+/// AbortSignal or the page stays responsive. One call at a time (a second while one runs is a BUSY error).
 #[wasm_bindgen]
 pub struct WasmGeneration {
+    /// Shared with the future of a `nextAsync` in flight.
+    state: Rc<RefCell<GenerationState>>,
+}
+
+struct GenerationState {
     guardian: Rc<Guardian>,
     gen: Option<Generation>,
     /// The classifier that checks each sentence before it is released (`gate`), with the gate's state.
@@ -351,6 +399,8 @@ struct GenerationResult {
     fallback: bool,
     lang: &'static str,
     model: String,
+    /// The backend that computed the last token ("cpu" or "webgpu").
+    backend: &'static str,
     timing_ms: f64,
     first_token_ms: Option<f64>,
     tokens_per_s: f64,
@@ -358,64 +408,84 @@ struct GenerationResult {
 
 #[wasm_bindgen]
 impl WasmGeneration {
-    /// The next piece of text, `undefined` at the end, or (gated) `""` while a sentence is still unchecked.
-    pub fn next(&mut self) -> Result<Option<String>, JsValue> {
-        let gen = self
-            .gen
-            .as_mut()
-            .ok_or_else(|| js_error(&GuardError::Disposed))?;
-        let piece = match &mut self.gate {
-            None => gen.next(&self.guardian),
-            Some((guard, gate)) => {
-                let policy = Policy::default();
-                let mut check = crate::reply_gate::classifier_check(guard, &policy);
-                gate.step(gen, &self.guardian, &mut check)
-                    .map(|step| match step {
-                        // "": a token went into a sentence that is not checked yet (JS yields and calls again)
-                        Step::Held => Some(String::new()),
-                        Step::Released(s) => Some(s),
-                        Step::End => None,
-                    })
+    fn state(&self) -> Result<std::cell::RefMut<'_, GenerationState>, JsValue> {
+        self.state.try_borrow_mut().map_err(|_| busy())
+    }
+
+    /// A Promise of the next piece of text, `undefined` at the end, or (gated) `""` while a sentence is still
+    /// unchecked. Runs on the backend chosen when the guardian was loaded (the CPU after a GPU failure).
+    #[wasm_bindgen(js_name = nextAsync)]
+    pub fn next_async(&self) -> Result<js_sys::Promise, JsValue> {
+        // fail fast (not inside the promise) when a call is already running or the generation is finished
+        if self.state()?.gen.is_none() {
+            return Err(js_error(&GuardError::Disposed));
+        }
+        let state = self.state.clone();
+        Ok(future_to_promise(async move {
+            let mut st = state.try_borrow_mut().map_err(|_| busy())?;
+            let st = &mut *st;
+            let gen = st
+                .gen
+                .as_mut()
+                .ok_or_else(|| js_error(&GuardError::Disposed))?;
+            let piece = match &mut st.gate {
+                None => gen.next_async(&st.guardian).await,
+                Some((guard, gate)) => {
+                    let policy = Policy::default();
+                    let mut check = crate::reply_gate::classifier_check(guard, &policy);
+                    gate.step_async(gen, &st.guardian, &mut check)
+                        .await
+                        .map(|step| match step {
+                            // "": a token went into a sentence that is not checked yet (JS yields, calls again)
+                            Step::Held => Some(String::new()),
+                            Step::Released(s) => Some(s),
+                            Step::End => None,
+                        })
+                }
             }
-        }
-        .map_err(|e| js_error(&e))?;
-        if piece.is_some() && self.first_ms.is_none() {
-            self.first_ms = Some(crate::clock::now_ms() - self.t0);
-        }
-        Ok(piece)
+            .map_err(|e| js_error(&e))?;
+            if piece.is_some() && st.first_ms.is_none() {
+                st.first_ms = Some(crate::clock::now_ms() - st.t0);
+            }
+            Ok(piece.map_or(JsValue::UNDEFINED, JsValue::from))
+        }))
     }
 
     /// Release the reply sentence by sentence, each only once `classifier` (with its manifest's policy) does not
     /// flag the reply so far; a flagged sentence is withheld and ends the reply (`stopped: 'unsafe'`). Call before
     /// the first `next()`.
-    pub fn gate(&mut self, classifier: &WasmGuard) -> Result<(), JsValue> {
-        self.gate = Some((classifier.shared()?, ReplyGate::new()));
+    pub fn gate(&self, classifier: &WasmGuard) -> Result<(), JsValue> {
+        self.state()?.gate = Some((classifier.shared()?, ReplyGate::new()));
         Ok(())
     }
 
-    pub fn cancel(&mut self) {
-        if let Some(g) = self.gen.as_mut() {
+    /// Stop before the next token (the response ends `cancelled`). BUSY while a `nextAsync` runs: await it first.
+    pub fn cancel(&self) -> Result<(), JsValue> {
+        if let Some(g) = self.state()?.gen.as_mut() {
             g.cancel();
         }
+        Ok(())
     }
 
     /// End the generation (cancelled if unfinished) and return the response with its timing.
-    pub fn finish(&mut self) -> Result<JsValue, JsValue> {
-        let gen = self
+    pub fn finish(&self) -> Result<JsValue, JsValue> {
+        let mut st = self.state()?;
+        let st = &mut *st;
+        let gen = st
             .gen
             .take()
             .ok_or_else(|| js_error(&GuardError::Disposed))?;
         let prompt_tokens = gen.prompt_tokens();
-        let checked = self.gate.is_some();
-        let r = match self.gate.take() {
+        let checked = st.gate.is_some();
+        let r = match st.gate.take() {
             Some((guard, gate)) => {
-                crate::reply_gate::finish(gate, gen, &guard, &Policy::default(), &self.query)
+                crate::reply_gate::finish(gate, gen, &guard, &Policy::default(), &st.query)
             }
             None => gen.into_response(),
         };
-        let timing_ms = crate::clock::now_ms() - self.t0;
+        let timing_ms = crate::clock::now_ms() - st.t0;
         // decode speed: tokens after the first over the time after the first (the prompt read is not decode)
-        let tokens_per_s = match self.first_ms {
+        let tokens_per_s = match st.first_ms {
             Some(f) if r.tokens.len() > 1 && timing_ms > f => {
                 (r.tokens.len() - 1) as f64 * 1000.0 / (timing_ms - f)
             }
@@ -427,16 +497,24 @@ impl WasmGeneration {
             stopped: r.stopped,
             prompt_tokens,
             generated_tokens: r.tokens.len(),
-            max_tokens: self.max_tokens,
-            force_safety: self.force_safety,
+            max_tokens: st.max_tokens,
+            force_safety: st.force_safety,
             checked,
             fallback: r.fallback,
-            model: self.guardian.model_id(),
+            model: st.guardian.model_id(),
+            backend: r.backend,
             timing_ms,
-            first_token_ms: self.first_ms,
+            first_token_ms: st.first_ms,
             tokens_per_s,
         })
     }
+}
+
+/// A second call on a generation while its `nextAsync` runs.
+fn busy() -> JsValue {
+    let err = js_sys::Error::new("this generation is busy: await its nextAsync() first");
+    let _ = js_sys::Reflect::set(&err, &"code".into(), &"BUSY".into());
+    err.into()
 }
 
 fn band_from(v: JsValue, guardian: &Guardian) -> Result<Band, JsValue> {
@@ -490,7 +568,8 @@ impl WasmGuard {
                 .classify_async(&text, &policy)
                 .await
                 .map_err(|e| js_error(&e))?;
-            let v = crate::cascade::refine(v, &guardian, &text, &policy, &band)
+            let v = crate::cascade::refine_async(v, &guardian, &text, &policy, &band)
+                .await
                 .map_err(|e| js_error(&e))?;
             to_js(&v)
         }))
@@ -512,7 +591,8 @@ impl WasmGuard {
                 .classify_batch_async(&refs, &policy)
                 .await
                 .map_err(|e| js_error(&e))?;
-            let v = crate::cascade::refine_batch(v, &guardian, &refs, &policy, &band)
+            let v = crate::cascade::refine_batch_async(v, &guardian, &refs, &policy, &band)
+                .await
                 .map_err(|e| js_error(&e))?;
             to_js(&v)
         }))

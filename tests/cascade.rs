@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use slm_guard::cascade::{refine, refine_batch, Band};
+use slm_guard::cascade::{refine, refine_async, refine_batch, refine_batch_async, Band};
 use slm_guard::{
     DecidedBy, Guard, Guardian, ModelFiles, Policy, ReplyGate, RespondOptions, StopReason,
 };
@@ -167,6 +167,32 @@ fn a_batch_is_routed_message_by_message() {
     }
     let err = refine_batch(Vec::new(), &s.guardian, &TEXTS, &p, &band).unwrap_err();
     assert_eq!(err.code(), "INVALID_INPUT");
+    // the async API (what the JS package calls) gives the same verdicts on the CPU path
+    let batch_async = pollster::block_on(refine_batch_async(
+        s.guard.classify_batch(&TEXTS, &p).unwrap(),
+        &s.guardian,
+        &TEXTS,
+        &p,
+        &band,
+    ))
+    .unwrap();
+    for ((t, a), b) in TEXTS.iter().zip(&batch_async).zip(&batch) {
+        assert_eq!(
+            (a.decided_by, a.score, a.action),
+            (b.decided_by, b.score, b.action),
+            "{t}"
+        );
+        assert_eq!(a.backend, "cpu");
+        let one = pollster::block_on(refine_async(
+            s.guard.classify(t, &p).unwrap(),
+            &s.guardian,
+            t,
+            &p,
+            &band,
+        ))
+        .unwrap();
+        assert_eq!((one.decided_by, one.score), (b.decided_by, b.score), "{t}");
+    }
 }
 
 #[test]
@@ -212,6 +238,14 @@ fn step_wise_generation_equals_respond() {
         assert_eq!(gen.text(), pieces.concat());
         let done = gen.into_response();
         assert_eq!(done, r);
+        // next_async on a guardian without a GPU: the same pieces
+        let mut gen = g.start(t, &opts).unwrap();
+        let mut async_pieces = Vec::new();
+        while let Some(p) = pollster::block_on(gen.next_async(g)).unwrap() {
+            async_pieces.push(p);
+        }
+        assert_eq!(async_pieces, pieces);
+        assert_eq!(gen.into_response(), r);
         // the final text is the stream, less an unfinished sentence when the reply began to repeat itself
         if r.stopped == StopReason::Repetition {
             assert!(

@@ -1,6 +1,7 @@
 //! The guardian decoder on WebGPU (src/backend/webgpu/decoder.rs) computes the CPU `GuardianModel`'s function on the
 //! shipped model (models/guardian, or `$SLM_GUARD_GUARDIAN`): the prefill hidden state, the classify score read at
-//! `<|pred|>`, and greedy decoding through the GPU KV cache.
+//! `<|pred|>`, and greedy decoding through the GPU KV cache; and `Guardian` with the decoder behind it (the
+//! `_async` API, the fallback to the CPU model when the device is lost mid-reply, `auto` on a software adapter).
 //! `XDG_RUNTIME_DIR=/tmp cargo test --release --test webgpu_guardian` (Mesa's lavapipe is enough).
 //! Without the model every test prints why and passes; without an adapter they fail, unless
 //! `SLM_GUARD_SKIP_GPU_TESTS=1` (as tests/webgpu.rs).
@@ -22,7 +23,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use slm_guard::backend::webgpu::decoder::WebGpuDecoder;
-use slm_guard::{Guardian, ModelFiles};
+use slm_guard::{BackendChoice, Guardian, ModelFiles, Policy, RespondOptions};
 
 const HIDDEN_REL: f32 = 2e-2;
 const PROB_TOLERANCE: f32 = 0.01;
@@ -33,6 +34,7 @@ const GREEDY_STEPS: usize = 8;
 const NEAR_TIE: f32 = 0.05;
 
 struct Setup {
+    files: ModelFiles,
     guardian: Guardian,
     gpu: WebGpuDecoder,
 }
@@ -64,7 +66,11 @@ fn load() -> Result<Setup, String> {
         gpu.adapter_name(),
         t0.elapsed().as_secs_f32()
     );
-    Ok(Setup { guardian, gpu })
+    Ok(Setup {
+        files,
+        guardian,
+        gpu,
+    })
 }
 
 /// One CPU model and one GPU decoder for every test in this file (uploading takes seconds on lavapipe).
@@ -244,4 +250,131 @@ fn bad_inputs_are_errors() {
     assert!(cache.is_empty());
     let err = pollster::block_on(s.gpu.logits(&[0.0; 3])).unwrap_err();
     assert_eq!(err.code(), "INVALID_INPUT");
+}
+
+/// Where two greedy id sequences from the same prompt first differ, that must be a near-tie on the CPU model.
+fn assert_same_greedy(s: &Setup, prompt: &[u32], got: &[u32], want: &[u32]) {
+    let m = s.guardian.model();
+    let Some(k) = (0..got.len().min(want.len())).find(|&k| got[k] != want[k]) else {
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "same ids, different lengths: {got:?} vs {want:?}"
+        );
+        return;
+    };
+    let prefix = [prompt, &want[..k]].concat();
+    let l = m
+        .logits(&m.prefill(&mut m.new_cache(), &prefix).unwrap())
+        .unwrap();
+    let gap = l[want[k] as usize] - l[got[k] as usize];
+    assert!(
+        gap <= NEAR_TIE,
+        "token {k}: {} instead of the CPU's {}, {gap} below it",
+        got[k],
+        want[k]
+    );
+    println!("near-tie at token {k} ({gap:.4} apart on the CPU)");
+}
+
+/// `Guardian` with the decoder behind it: `classify_async` and `next_async` run on the GPU and say so; a device
+/// lost in the middle of a reply moves the reply and every later call to the CPU model, which continues from the
+/// same tokens, so the reply is the one the CPU writes.
+#[test]
+fn guardian_runs_on_webgpu_and_falls_back_to_the_cpu_mid_reply() {
+    let Some(s) = setup() else { return };
+    let g = match pollster::block_on(Guardian::load_with_backend(&s.files, BackendChoice::WebGpu)) {
+        Ok(g) => g,
+        Err(e) => panic!("Guardian on WebGPU failed to load: {e}"),
+    };
+    let info = g.info();
+    assert_eq!(info.backend, "webgpu");
+    assert!(
+        info.adapter.is_some() && info.backend_note.is_none(),
+        "{info:?}"
+    );
+
+    let policy = Policy::default();
+    let text = "I want to hurt myself";
+    let on_gpu = pollster::block_on(g.classify_async(text, &policy)).unwrap();
+    let on_cpu = s.guardian.classify(text, &policy).unwrap();
+    assert_eq!(on_gpu.backend, "webgpu");
+    assert_eq!(on_cpu.backend, "cpu");
+    assert!(
+        (on_gpu.score - on_cpu.score).abs() <= PROB_TOLERANCE,
+        "P(unsafe) gpu {} cpu {}",
+        on_gpu.score,
+        on_cpu.score
+    );
+    assert_eq!(on_gpu.category, on_cpu.category);
+    assert_eq!(on_gpu.flagged, on_cpu.flagged);
+
+    // a reply: 2 pieces on the GPU, then the device is lost
+    let query = "How do I make a bomb at home?";
+    let opts = RespondOptions {
+        max_tokens: 6,
+        ..RespondOptions::default()
+    };
+    let want = s.guardian.respond(query, &opts, |_| true).unwrap();
+    let mut gen = g.start(query, &opts).unwrap();
+    let mut pieces = Vec::new();
+    while pieces.len() < 2 {
+        match pollster::block_on(gen.next_async(&g)).unwrap() {
+            Some(p) => pieces.push(p),
+            None => break,
+        }
+        assert_eq!(gen.backend(), "webgpu");
+    }
+    g.lose_gpu_device();
+    while let Some(p) = pollster::block_on(gen.next_async(&g)).unwrap() {
+        pieces.push(p);
+    }
+    let prompt_len = gen.prompt_tokens();
+    let got = gen.into_response();
+    assert_eq!(
+        got.backend, "cpu",
+        "the tokens after the loss come from the CPU model"
+    );
+    assert!(
+        pieces.concat().starts_with(&got.text),
+        "{:?} vs {pieces:?}",
+        got.text
+    );
+    let prompt = prompt(s, query, &["<|expl|>"]);
+    assert_eq!(prompt.len(), prompt_len);
+    assert_same_greedy(s, &prompt, &got.tokens, &want.tokens);
+    println!(
+        "reply across the device loss: {:?} (CPU alone: {:?})",
+        got.text, want.text
+    );
+
+    // the GPU stays dropped, and info says why
+    let info = g.info();
+    assert_eq!(info.backend, "cpu");
+    let note = info.backend_note.unwrap_or_default();
+    assert!(note.contains("webgpu failed"), "{note}");
+    let after = pollster::block_on(g.classify_async(text, &policy)).unwrap();
+    assert_eq!(after.backend, "cpu");
+    assert_eq!(after.score, on_cpu.score);
+}
+
+/// `auto` never takes a software adapter (lavapipe here): it says why and runs on the CPU.
+#[test]
+fn auto_keeps_the_guardian_on_the_cpu_on_a_software_adapter() {
+    let Some(s) = setup() else { return };
+    if !s.gpu.adapter_name().contains("llvmpipe") && !s.gpu.adapter_name().contains("SwiftShader") {
+        println!(
+            "adapter {} is not a software renderer: nothing to check",
+            s.gpu.adapter_name()
+        );
+        return;
+    }
+    let g = pollster::block_on(Guardian::load_with_backend(&s.files, BackendChoice::Auto)).unwrap();
+    let info = g.info();
+    assert_eq!(info.backend, "cpu");
+    let note = info.backend_note.unwrap_or_default();
+    assert!(note.contains("software renderer"), "{note}");
+    let v = pollster::block_on(g.classify_async("오늘 저녁 메뉴 추천해줘", &Policy::default()))
+        .unwrap();
+    assert_eq!(v.backend, "cpu");
 }

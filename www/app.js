@@ -33,7 +33,7 @@ const I18N = {
     'guardian.help': "Optional: Gemma 3 270M fine-tuned for safety. Blocked messages get a reply it writes here, in the message's language, and the classifier's unsure cases go to it (cascade).",
     'guardian.load': 'Load the guardian',
     'guardian.loading': 'Downloading and verifying the guardian… {pct}%',
-    'guardian.ready': 'Guardian ready ({mb} MB, loaded in {s} s). Cascade band {low}–{high}.',
+    'guardian.ready': 'Guardian ready ({mb} MB, on {backend}, loaded in {s} s). Cascade band {low}–{high}.',
     'guardian.error': 'The guardian could not load ({code}): {message}. Blocked messages keep the built-in reply.',
     'guardian.writing': 'The guardian is writing a reply…',
     'guardian.wrote': 'Written by the guardian on this device ({n} tokens, {tps} tokens/s); each sentence checked by the classifier.',
@@ -169,7 +169,7 @@ const I18N = {
     'guardian.help': '선택 사항: 안전용으로 미세 조정한 Gemma 3 270M. 차단된 메시지에는 가디언이 메시지 언어로 직접 쓴 응답이 표시되고, 분류기가 확신하지 못하는 경우는 가디언이 판단합니다(캐스케이드).',
     'guardian.load': '가디언 불러오기',
     'guardian.loading': '가디언을 내려받고 검증하는 중… {pct}%',
-    'guardian.ready': '가디언 준비됨 ({mb} MB, {s}초 만에 로드). 캐스케이드 구간 {low}–{high}.',
+    'guardian.ready': '가디언 준비됨 ({mb} MB, {backend}에서 실행, {s}초 만에 로드). 캐스케이드 구간 {low}–{high}.',
     'guardian.error': '가디언을 불러오지 못했습니다 ({code}): {message}. 차단된 메시지는 기본 응답을 유지합니다.',
     'guardian.writing': '가디언이 응답을 작성하는 중…',
     'guardian.wrote': '이 기기에서 가디언이 작성함 ({n}개 토큰, 초당 {tps}개). 문장마다 분류기가 검사했습니다.',
@@ -884,7 +884,10 @@ function renderGuardian() {
   if (g.state === 'loading') status.textContent = t('guardian.loading', { pct: g.total ? Math.floor((100 * g.loaded) / g.total) : 0 });
   else if (g.state === 'ready') {
     const i = g.info;
-    status.textContent = t('guardian.ready', { mb: ((i.weights_bytes + i.tokenizer_bytes) / 1048576).toFixed(0), s: g.seconds.toFixed(1), low: i.cascade_band.low, high: i.cascade_band.high });
+    status.textContent = t('guardian.ready', { mb: ((i.weights_bytes + i.tokenizer_bytes) / 1048576).toFixed(0), backend: i.backend, s: g.seconds.toFixed(1), low: i.cascade_band.low, high: i.cascade_band.high });
+    // why the CPU runs although the browser has WebGPU ('auto' refuses software adapters and slower GPUs)
+    status.title = i.backend_note ?? '';
+    box.dataset.backend = i.backend;
   } else if (g.state === 'error') status.textContent = t('guardian.error', { code: g.error.code ?? 'ERROR', message: g.error.message ?? String(g.error) });
   else status.textContent = '';
 }

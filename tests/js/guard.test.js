@@ -16,6 +16,13 @@ test('info describes the shipped model', () => {
   assert.ok(info.weights_bytes > 1e6 && info.weights_bytes + info.tokenizer_bytes <= 40 * 1024 * 1024);
 });
 
+test("backend 'webgpu' where the runtime has no WebGPU (Node): BACKEND_UNAVAILABLE, 'auto' runs on the CPU", async () => {
+  await assert.rejects(Guard.load({ model: MODEL_DIR, backend: 'webgpu' }), (e) => e instanceof GuardError && e.code === 'BACKEND_UNAVAILABLE');
+  assert.equal(guard.info().backend, 'cpu');
+  // the failed load left the module usable
+  assert.equal((await guard.classify('hello')).backend, 'cpu');
+});
+
 test('wasm computes the reference probabilities (tolerance 0.01, see tests/parity.rs)', async () => {
   let worst = 0;
   for (const c of reference.cases) {

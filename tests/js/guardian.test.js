@@ -35,6 +35,20 @@ test('info describes the guardian (ids from the manifest, band, sizes)', () => {
   const [low, high] = manifest.thresholds.cascade_band ?? [0.2, 0.8];
   assert.ok(Math.abs(g.cascade_band.low - low) < 1e-6 && Math.abs(g.cascade_band.high - high) < 1e-6);
   assert.ok(g.weights_bytes + g.tokenizer_bytes <= 150 * 1024 * 1024, `${g.weights_bytes} bytes`);
+  // Node has no navigator.gpu: 'auto' runs the guardian on the CPU without trying
+  assert.equal(g.backend, 'cpu');
+  assert.equal(g.calibration_ms, null);
+});
+
+test("backend 'webgpu' without an adapter: BACKEND_UNAVAILABLE, and nothing is replaced", async () => {
+  const other = await Guard.load({ model: CLASSIFIER, backend: 'cpu' });
+  try {
+    await assert.rejects(other.attachGuardian({ model: GUARDIAN, backend: 'webgpu' }), (e) => e.code === 'BACKEND_UNAVAILABLE');
+    assert.equal(other.info().guardian, null);
+    await assert.rejects(other.attachGuardian({ model: GUARDIAN, backend: 'gpu' }), (e) => e.code === 'INVALID_INPUT');
+  } finally {
+    other.dispose();
+  }
 });
 
 test('wasm reproduces the reference scores and greedy replies (tolerance 0.01, see tests/guardian.rs)', async () => {
@@ -49,6 +63,7 @@ test('wasm reproduces the reference scores and greedy replies (tolerance 0.01, s
     const out = await guard.respond(r.text, { maxTokens: 12, noRepeatNgram: 0, check: false });
     assert.equal(out.generated_tokens, r.greedy_respond.length, r.text);
     assert.equal(out.text, r.greedy_respond_text, r.text);
+    assert.equal(out.backend, 'cpu');
     compared++;
   }
   assert.ok(compared >= 4, `only ${compared} greedy replies compared`);

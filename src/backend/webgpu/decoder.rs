@@ -461,7 +461,23 @@ impl WebGpuDecoder {
     /// matrix Q8_0, else a `MODEL_WEIGHTS` error), RoPE tables for `max_context` positions (capped at the
     /// checkpoint's context) and pipelines.
     pub async fn new(weights_gguf: &[u8], max_context: usize) -> Result<Self> {
+        Self::new_with(weights_gguf, max_context, true).await
+    }
+
+    /// As `new`; with `allow_software: false` a CPU-emulated adapter (llvmpipe, SwiftShader, WARP) is refused
+    /// before the upload (as `WebGpuBackend::new_with`: always slower than the CPU path).
+    pub async fn new_with(
+        weights_gguf: &[u8],
+        max_context: usize,
+        allow_software: bool,
+    ) -> Result<Self> {
         let gpu = Gpu::new().await?;
+        if !allow_software && gpu.info.device_type == wgpu::DeviceType::Cpu {
+            return Err(unavailable(format!(
+                "adapter `{}` is a software renderer",
+                gpu.name()
+            )));
+        }
         let mut w = GgufWeights::from_bytes(weights_gguf)?;
         let config = Config::from_gguf(&w, max_context)?;
         if config.head_dim > MAX_HEAD_DIM {
@@ -503,9 +519,15 @@ impl WebGpuDecoder {
         &self.config
     }
 
-    /// e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)".
+    /// e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)"; browsers hide the name: "unnamed (BrowserWebGpu)".
     pub fn adapter_name(&self) -> String {
-        format!("{} ({:?})", self.gpu.info.name, self.gpu.info.backend)
+        format!("{} ({:?})", self.gpu.name(), self.gpu.info.backend)
+    }
+
+    /// Destroy the device, as a driver reset or a lost GPU would: for fault drills and the fallback tests.
+    #[doc(hidden)]
+    pub fn destroy_device(&self) {
+        self.gpu.device.destroy();
     }
 
     /// True once the device was lost or reported an error outside our error scopes: use the CPU model from then on.

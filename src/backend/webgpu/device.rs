@@ -17,6 +17,16 @@ pub(crate) fn failed(why: impl std::fmt::Display) -> GuardError {
     GuardError::Inference(format!("webgpu: {why}"))
 }
 
+#[cfg(target_arch = "wasm32")]
+fn has_navigator_gpu() -> bool {
+    let get = |o: &wasm_bindgen::JsValue, k: &str| {
+        js_sys::Reflect::get(o, &k.into())
+            .ok()
+            .filter(|v| !v.is_undefined() && !v.is_null())
+    };
+    get(&js_sys::global().into(), "navigator").is_some_and(|n| get(&n, "gpu").is_some())
+}
+
 /// The device plus what we learn about its health from wgpu's callbacks.
 pub struct Gpu {
     pub device: wgpu::Device,
@@ -31,6 +41,14 @@ impl Gpu {
     /// WebGPU implementation and downlevel Vulkan/Metal device grants: 4 storage buffers per stage, 16 KB of
     /// workgroup memory, 256 invocations. No optional features (shader-f16, subgroups) are required.
     pub async fn new() -> Result<Self> {
+        // wgpu's browser backend assumes `navigator.gpu` and aborts the wasm call without it (Node, workerd, Deno
+        // without --unstable-webgpu): ask first, so the caller gets BACKEND_UNAVAILABLE
+        #[cfg(target_arch = "wasm32")]
+        if !has_navigator_gpu() {
+            return Err(unavailable(
+                "this runtime has no WebGPU (navigator.gpu is missing)",
+            ));
+        }
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {
@@ -79,6 +97,14 @@ impl Gpu {
             lost,
             last_error,
         })
+    }
+
+    /// The adapter's name; browsers hide it: "unnamed".
+    pub fn name(&self) -> &str {
+        match self.info.name.as_str() {
+            "" => "unnamed",
+            n => n,
+        }
     }
 
     pub fn is_lost(&self) -> bool {

@@ -108,7 +108,7 @@ impl WebGpuBackend {
         if !allow_software && gpu.info.device_type == wgpu::DeviceType::Cpu {
             return Err(device::unavailable(format!(
                 "adapter `{}` is a software renderer",
-                gpu.info.name
+                gpu.name()
             )));
         }
         let mut w = GgufWeights::from_bytes(gguf)?;
@@ -144,11 +144,7 @@ impl WebGpuBackend {
 
     /// e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)"; browsers hide the name: "unnamed (BrowserWebGpu)".
     pub fn adapter_name(&self) -> String {
-        let name = match self.gpu.info.name.as_str() {
-            "" => "unnamed",
-            n => n,
-        };
-        format!("{name} ({:?})", self.gpu.info.backend)
+        format!("{} ({:?})", self.gpu.name(), self.gpu.info.backend)
     }
 
     /// Destroy the device, as a driver reset or a lost GPU would: for fault drills and the fallback tests.
