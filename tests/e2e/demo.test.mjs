@@ -12,7 +12,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, mkdir, rm } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -399,4 +399,33 @@ test('guardian: loads on demand, and a blocked message gets a reply it writes, s
     console.log(`reply to "${text}" (${source}, ${stopped}): ${reply}`);
   }
   assert.ok(written >= 1, 'the guardian wrote at least one of the replies');
+});
+
+// The guardian's WebGPU decoder in the browser (forced: 'auto' never takes SwiftShader), through the package in the
+// page: its score for a reference message matches the CPU reference (models/guardian/reference.json), and a short
+// reply is generated on the GPU.
+test('guardian on WebGPU in Chromium (forced onto SwiftShader): reference score and a reply on the GPU', { skip: !WEBGPU && 'needs --enable-unsafe-webgpu (the WebGPU pass)', timeout: 600_000 }, async () => {
+  const ref = JSON.parse(readFileSync(new URL('../../models/guardian/reference.json', import.meta.url), 'utf8')).rows[0];
+  const out = await page.evaluate(async (text) => {
+    const { Guard } = await import('/pkg/index.js');
+    const g = await Guard.load({ model: '/models/classifier/', backend: 'cpu' });
+    try {
+      const t0 = performance.now();
+      const info = await g.attachGuardian({ model: '/models/guardian/', backend: 'webgpu', cascade: false });
+      const loadMs = performance.now() - t0;
+      const v = await g.classifyWithGuardian(text);
+      const r = await g.respond(text, { maxTokens: 3, noRepeatNgram: 0, check: false });
+      return { info: { backend: info.backend, adapter: info.adapter }, loadMs, score: v.score, backend: v.backend, ms: v.timing_ms, reply: r };
+    } finally {
+      g.dispose();
+    }
+  }, ref.text);
+  console.log(`guardian on ${out.info.adapter}: loaded in ${(out.loadMs / 1000).toFixed(1)} s, verdict ${out.ms.toFixed(0)} ms, ` +
+    `score ${out.score.toFixed(4)} (reference ${ref.unsafe_prob.toFixed(4)}), reply ${JSON.stringify(out.reply.text)} (${out.reply.backend})`);
+  assert.equal(out.info.backend, 'webgpu');
+  assert.equal(out.backend, 'webgpu');
+  assert.ok(Math.abs(out.score - ref.unsafe_prob) <= 0.01, `${out.score} vs ${ref.unsafe_prob}`);
+  assert.equal(out.reply.backend, 'webgpu');
+  assert.equal(out.reply.generated_tokens, 3);
+  assert.ok(out.reply.text.length > 0);
 });
