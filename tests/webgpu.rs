@@ -86,6 +86,7 @@ fn matmul_q8_0_with_bias_and_gelu() {
     // odd m and n (not multiples of the 32 x 64 tile), k of several blocks; then the model's own shapes
     for (m, n, k) in [
         (1, 1, 32),
+        (1, 130, 384), // one token: the matrix-vector path, a partial last group of rows
         (7, 13, 96),
         (33, 65, 64),
         (70, 130, 384),

@@ -5,6 +5,9 @@
 // Tiles of 32 rows x 64 outputs, k in steps of one Q8_0 block; each of 16x16 invocations owns 2 x 4 outputs.
 // Any m, n; k a multiple of 32 for Q8_0 (a block), any k when dense. Reusable for every decoder projection
 // (GeGLU = two of these + a multiply).
+// One row of int8 weights against one token (m = 1: decoding) takes a matrix-vector path in the same launch
+// geometry: 4 invocations per output row, each over every 4th word of it, then a sum of the 4. The tiled path would
+// compute 32 rows of x for 1 real one and dequantize through shared memory behind two barriers per block.
 
 struct Params {
     m: u32,
@@ -59,6 +62,32 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let n0 = wg.x * TN;
     let kw = p.k / 4u;      // u32 words per weight row
     let kb = p.k / 32u;     // blocks per weight row
+    if p.m == 1u && p.dense == 0u {
+        let lane = li % 4u;
+        let row = n0 + li / 4u;
+        var s = 0.0;
+        if row < p.n {
+            for (var w = lane; w < kw; w += 4u) {
+                let word = wq[row * kw + w];
+                var d = 0.0;
+                for (var b = 0u; b < 4u; b++) {
+                    let q = bitcast<i32>(word << (24u - 8u * b)) >> 24u;
+                    d += f32(q) * x[w * 4u + b];
+                }
+                s += d * aux[row * kb + w / 8u];
+            }
+        }
+        xs[li] = s; // the 4 partial sums of a row, side by side
+        workgroupBarrier();
+        if lane == 0u && row < p.n {
+            var v = (xs[li] + xs[li + 1u]) + (xs[li + 2u] + xs[li + 3u]) + aux[p.bias_off + row];
+            if p.gelu != 0u {
+                v = gelu(v);
+            }
+            y[p.y_off + row] = v;
+        }
+        return;
+    }
     var acc: array<array<f32, 4>, 2>;
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
         // x tile: 32 x 32 floats, 4 per invocation, coalesced along k
