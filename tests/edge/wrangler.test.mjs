@@ -37,10 +37,20 @@ test('wrangler dev serves the worker with the model as static assets', { timeout
   });
   const url = `http://127.0.0.1:${port}`;
   // wrangler 4 runs the custom build twice: once to start, once more when its watcher on models/classifier is ready,
-  // and that second build reloads the worker. Requests sent after the second build has begun wait (GET) for the
-  // reloaded worker, so the checks below start once it is in the log (or after 90 s, if a later wrangler builds once).
+  // and that second build reloads the worker, possibly after "Ready on" and after a first /readyz. A GET caught in
+  // the reload is retried by wrangler; a POST gets its 503 "restarted mid-request" without reaching our worker, and
+  // is sent again here (a few times at most; any other answer counts). The checks start after the second build.
   const builds = () => (log.match(/file\(s\) written/g) ?? []).length;
   for (let i = 0; i < 90 && builds() < 2; i++) await sleep(1000);
+  let reloads = 0;
+  const retryingReload = async (send) => {
+    for (let i = 0; ; i++) {
+      const r = await send();
+      if (!(r.status === 503 && r.text.includes('Your worker restarted mid-request')) || i >= 9) return r;
+      reloads++;
+      await sleep(1000);
+    }
+  };
   let ready;
   for (let i = 0; i < 150 && !ready; i++) {
     await sleep(1000);
@@ -52,12 +62,14 @@ test('wrangler dev serves the worker with the model as static assets', { timeout
   assert.equal(h.status, 'ok');
   assert.match(h.model, /^slm-guard-classifier@/);
 
-  const m = await fetch(`${url}/v1/moderations`, {
-    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input: ['안녕하세요', 'hello'] }),
+  const m = await retryingReload(async () => {
+    const r = await fetch(`${url}/v1/moderations`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input: ['안녕하세요', 'hello'] }),
+    });
+    return { status: r.status, text: await r.text() };
   });
-  const text = await m.text();
-  assert.equal(m.status, 200, `${text}\n${log}`);
-  const body = JSON.parse(text);
+  assert.equal(m.status, 200, `${m.text}\n${log}`);
+  const body = JSON.parse(m.text);
   assert.match(body.id, /^modr-/);
   assert.deepEqual(body.results.map((r) => r.lang), ['ko', 'en']);
 
@@ -66,22 +78,23 @@ test('wrangler dev serves the worker with the model as static assets', { timeout
 
   // forwarding with a streamed answer
   const none = { unsafe_threshold: 1, categories: Object.fromEntries(['hate', 'harassment', 'violence', 'sexual', 'sexual_minors', 'self_harm', 'crime', 'privacy', 'prompt_attack'].map((c) => [c, { threshold: 1 }])) };
-  const chunks = [];
-  const t0 = Date.now();
-  const status = await new Promise((resolve, reject) => {
+  const { status, text, chunks } = await retryingReload(() => new Promise((resolve, reject) => {
+    const chunks = [];
+    const t0 = Date.now();
     const req = http.request(`${url}/v1/chat/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: 'Bearer sk-w', 'x-mock-mode': 'stream', 'x-slm-guard-policy': JSON.stringify(none) },
     }, (res) => {
       res.on('data', (c) => chunks.push({ at: Date.now() - t0, c }));
-      res.on('end', () => resolve(res.statusCode));
+      res.on('end', () => resolve({ status: res.statusCode, text: Buffer.concat(chunks.map((x) => x.c)).toString(), chunks }));
       res.on('error', reject);
     });
     req.on('error', reject);
     req.end(JSON.stringify({ model: 'x', stream: true, messages: [{ role: 'user', content: 'Nice weather today' }] }));
-  });
-  assert.equal(status, 200);
-  assert.equal(Buffer.concat(chunks.map((x) => x.c)).toString(), SSE_CHUNKS.join(''));
+  }));
+  assert.equal(status, 200, `${text}\n${log}`);
+  assert.equal(text, SSE_CHUNKS.join(''));
   assert.ok(chunks.at(-1).at - chunks[0].at >= 3 * SSE_GAP_MS, 'the stream was buffered');
   assert.equal(mock.calls.at(-1).headers.authorization, 'Bearer sk-w');
+  if (reloads) console.log(`${reloads} POST(s) sent again after wrangler's start-up reload`);
 });
