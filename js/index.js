@@ -242,6 +242,12 @@ function yieldToEventLoop() {
   return new Promise((r) => setTimeout(r, 0));
 }
 
+/** Whether a load asks the core for WebGPU: 'webgpu' always (it errors without it), 'auto' only where
+ * navigator.gpu exists (browsers; not Node, Deno's CPU or workerd), 'cpu' never. */
+function triesWebGpu(backend) {
+  return backend === 'webgpu' || (backend === 'auto' && typeof navigator !== 'undefined' && !!navigator.gpu);
+}
+
 export class Guard {
   #inner;
   #loadInfo;
@@ -268,10 +274,8 @@ export class Guard {
     const got = await loadModelFiles(model, { cache, revalidate, onProgress });
     let inner;
     try {
-      // 'auto' tries WebGPU only where navigator.gpu exists (browsers; not Node, Deno's CPU or workerd)
-      const gpu = backend !== 'cpu' && typeof navigator !== 'undefined' && navigator.gpu;
       const f = got.files;
-      inner = gpu || backend === 'webgpu'
+      inner = triesWebGpu(backend)
         ? await WasmGuard.create(f.manifest, f.weights, f.tokenizer, backend)
         : new WasmGuard(f.manifest, f.weights, f.tokenizer);
     } catch (e) {
@@ -310,8 +314,7 @@ export class Guard {
     let guardian;
     try {
       const f = got.files;
-      const gpu = backend !== 'cpu' && typeof navigator !== 'undefined' && navigator.gpu;
-      guardian = gpu || backend === 'webgpu'
+      guardian = triesWebGpu(backend)
         ? await WasmGuardian.create(f.manifest, f.weights, f.tokenizer, backend)
         : new WasmGuardian(f.manifest, f.weights, f.tokenizer);
     } catch (e) {

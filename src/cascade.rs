@@ -147,6 +147,15 @@ pub fn refine_batch(
     policy: &Policy,
     band: &Band,
 ) -> Result<Vec<Verdict>> {
+    same_length(&classifier, texts)?;
+    classifier
+        .into_iter()
+        .zip(texts)
+        .map(|(v, text)| refine(v, guardian, text, policy, band))
+        .collect()
+}
+
+fn same_length(classifier: &[Verdict], texts: &[&str]) -> Result<()> {
     if classifier.len() != texts.len() {
         return Err(GuardError::Input(format!(
             "{} verdicts for {} texts",
@@ -154,11 +163,7 @@ pub fn refine_batch(
             texts.len()
         )));
     }
-    classifier
-        .into_iter()
-        .zip(texts)
-        .map(|(v, text)| refine(v, guardian, text, policy, band))
-        .collect()
+    Ok(())
 }
 
 /// [`refine_batch`] with the guardian on the backend chosen at load (one message after another: the guardian
@@ -170,13 +175,7 @@ pub async fn refine_batch_async(
     policy: &Policy,
     band: &Band,
 ) -> Result<Vec<Verdict>> {
-    if classifier.len() != texts.len() {
-        return Err(GuardError::Input(format!(
-            "{} verdicts for {} texts",
-            classifier.len(),
-            texts.len()
-        )));
-    }
+    same_length(&classifier, texts)?;
     let mut out = Vec::with_capacity(texts.len());
     for (v, text) in classifier.into_iter().zip(texts) {
         out.push(refine_async(v, guardian, text, policy, band).await?);

@@ -86,6 +86,40 @@ impl std::str::FromStr for BackendChoice {
     }
 }
 
+/// `load_with_backend` in a build without the `webgpu` feature: `WebGpu` is an error, `Auto` a note (shared by
+/// `Guard` and `Guardian`).
+#[cfg(not(feature = "webgpu"))]
+pub(crate) fn without_webgpu(choice: BackendChoice) -> Result<Option<String>> {
+    match choice {
+        BackendChoice::WebGpu => Err(GuardError::BackendUnavailable(
+            "webgpu".into(),
+            "this build has no WebGPU backend (cargo feature `webgpu`)".into(),
+        )),
+        BackendChoice::Auto => Ok(Some("this build has no WebGPU backend".into())),
+        BackendChoice::Cpu => Ok(None),
+    }
+}
+
+/// `auto`'s calibration as `info()` reports it: both timings, and why the GPU is not used (`None`: it is faster).
+#[cfg(feature = "webgpu")]
+pub(crate) fn calibration_outcome(
+    cpu_ms: f64,
+    gpu_ms: f64,
+) -> (std::collections::BTreeMap<String, f64>, Option<String>) {
+    let times = [("cpu".to_string(), cpu_ms), ("webgpu".to_string(), gpu_ms)].into();
+    let slower = (gpu_ms >= cpu_ms).then(|| {
+        format!("webgpu not used: slower than the CPU path here ({gpu_ms:.1} ms vs {cpu_ms:.1} ms)")
+    });
+    (times, slower)
+}
+
+/// Median of calibration timings (infinite when there are none).
+#[cfg(feature = "webgpu")]
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::INFINITY)
+}
+
 pub struct Guard {
     manifest: Manifest,
     tokenizer: TextTokenizer,
@@ -166,16 +200,7 @@ impl Guard {
         match choice {
             BackendChoice::Cpu => {}
             #[cfg(not(feature = "webgpu"))]
-            BackendChoice::WebGpu => {
-                return Err(GuardError::BackendUnavailable(
-                    "webgpu".into(),
-                    "this build has no WebGPU backend (cargo feature `webgpu`)".into(),
-                ))
-            }
-            #[cfg(not(feature = "webgpu"))]
-            BackendChoice::Auto => {
-                guard.info.backend_note = Some("this build has no WebGPU backend".into())
-            }
+            _ => guard.info.backend_note = without_webgpu(choice)?,
             #[cfg(feature = "webgpu")]
             BackendChoice::WebGpu => {
                 let gpu = WebGpuBackend::new(&files.weights).await?;
@@ -188,14 +213,11 @@ impl Guard {
                 Ok(gpu) => {
                     guard.info.adapter = Some(gpu.adapter_name());
                     let (cpu_ms, gpu_ms) = guard.calibrate(&gpu).await;
-                    guard.info.calibration_ms =
-                        Some([("cpu".to_string(), cpu_ms), ("webgpu".to_string(), gpu_ms)].into());
-                    if gpu_ms < cpu_ms {
-                        guard.use_gpu(gpu);
-                    } else {
-                        guard.info.backend_note = Some(format!(
-                            "webgpu not used: slower than the CPU path here ({gpu_ms:.1} ms vs {cpu_ms:.1} ms)"
-                        ));
+                    let (times, slower) = calibration_outcome(cpu_ms, gpu_ms);
+                    guard.info.calibration_ms = Some(times);
+                    match slower {
+                        None => guard.use_gpu(gpu),
+                        Some(why) => guard.info.backend_note = Some(why),
                     }
                 }
             },
@@ -230,10 +252,6 @@ impl Guard {
         let batch = vec![(0..32u32)
             .map(|i| (i * 7919 + 5) % vocab)
             .collect::<Vec<u32>>()];
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
         let mut cpu = Vec::new();
         let mut gpu_t = Vec::new();
         for i in 0..4 {

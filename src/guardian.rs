@@ -18,6 +18,8 @@ use serde::Serialize;
 use crate::backend::webgpu::decoder::{GpuCache, WebGpuDecoder};
 use crate::clock::now_ms;
 use crate::error::{GuardError, Result};
+#[cfg(feature = "webgpu")]
+use crate::guard::{calibration_outcome, median};
 use crate::guard::{BackendChoice, ModelFiles};
 use crate::manifest::Manifest;
 use crate::model::guardian::{Cache, DEFAULT_MAX_CONTEXT};
@@ -266,14 +268,7 @@ impl Guardian {
         match choice {
             BackendChoice::Cpu => {}
             #[cfg(not(feature = "webgpu"))]
-            BackendChoice::WebGpu => {
-                return Err(GuardError::BackendUnavailable(
-                    "webgpu".into(),
-                    "this build has no WebGPU backend (cargo feature `webgpu`)".into(),
-                ))
-            }
-            #[cfg(not(feature = "webgpu"))]
-            BackendChoice::Auto => g.notes.note = Some("this build has no WebGPU backend".into()),
+            _ => g.notes.note = crate::guard::without_webgpu(choice)?,
             #[cfg(feature = "webgpu")]
             BackendChoice::WebGpu => {
                 let d = WebGpuDecoder::new(&files.weights, g.config().max_context).await?;
@@ -287,15 +282,11 @@ impl Guardian {
                     Ok(d) => {
                         g.notes.adapter = Some(d.adapter_name());
                         let (cpu_ms, gpu_ms) = g.calibrate(&d).await;
-                        g.notes.calibration_ms = Some(
-                            [("cpu".to_string(), cpu_ms), ("webgpu".to_string(), gpu_ms)].into(),
-                        );
-                        if gpu_ms < cpu_ms {
-                            g.use_gpu(d);
-                        } else {
-                            g.notes.note = Some(format!(
-                                "webgpu not used: slower than the CPU path here ({gpu_ms:.1} ms vs {cpu_ms:.1} ms)"
-                            ));
+                        let (times, slower) = calibration_outcome(cpu_ms, gpu_ms);
+                        g.notes.calibration_ms = Some(times);
+                        match slower {
+                            None => g.use_gpu(d),
+                            Some(why) => g.notes.note = Some(why),
                         }
                     }
                 }
@@ -320,10 +311,6 @@ impl Guardian {
         const STEPS: usize = 4;
         let vocab = self.config().vocab as u32;
         let prompt: Vec<u32> = (0..32u32).map(|i| (i * 7919 + 5) % vocab).collect();
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied().unwrap_or(f64::INFINITY)
-        };
         let cpu_run = || -> Result<()> {
             let mut cache = self.model.new_cache();
             let mut h = self.model.prefill(&mut cache, &prompt)?;

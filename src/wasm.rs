@@ -72,12 +72,7 @@ impl WasmGuard {
         tokenizer: Vec<u8>,
         backend: String,
     ) -> Result<WasmGuard, JsValue> {
-        let choice: BackendChoice = backend.parse().map_err(|e| js_error(&e))?;
-        let files = ModelFiles {
-            manifest,
-            weights,
-            tokenizer,
-        };
+        let (files, choice) = load_args(manifest, weights, tokenizer, &backend)?;
         let guard = Guard::load_with_backend(&files, choice)
             .await
             .map_err(|e| js_error(&e))?;
@@ -225,6 +220,22 @@ pub fn normalize_text(text: &str) -> String {
     crate::text::normalize(text)
 }
 
+/// The files and the backend choice of a `create` call (`backend`: 'auto' | 'cpu' | 'webgpu').
+fn load_args(
+    manifest: Vec<u8>,
+    weights: Vec<u8>,
+    tokenizer: Vec<u8>,
+    backend: &str,
+) -> Result<(ModelFiles, BackendChoice), JsValue> {
+    let choice: BackendChoice = backend.parse().map_err(|e| js_error(&e))?;
+    let files = ModelFiles {
+        manifest,
+        weights,
+        tokenizer,
+    };
+    Ok((files, choice))
+}
+
 /// sha256 of bytes as lowercase hex (used to check cached model files before handing them to Rust).
 #[wasm_bindgen(js_name = sha256Hex)]
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -265,12 +276,7 @@ impl WasmGuardian {
         tokenizer: Vec<u8>,
         backend: String,
     ) -> Result<WasmGuardian, JsValue> {
-        let choice: BackendChoice = backend.parse().map_err(|e| js_error(&e))?;
-        let files = ModelFiles {
-            manifest,
-            weights,
-            tokenizer,
-        };
+        let (files, choice) = load_args(manifest, weights, tokenizer, &backend)?;
         let g = Guardian::load_with_backend(&files, choice)
             .await
             .map_err(|e| js_error(&e))?;
