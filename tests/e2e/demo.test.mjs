@@ -428,4 +428,47 @@ test('guardian on WebGPU in Chromium (forced onto SwiftShader): reference score 
   assert.equal(out.reply.backend, 'webgpu');
   assert.equal(out.reply.generated_tokens, 3);
   assert.ok(out.reply.text.length > 0);
+
+  // The wasm API under the package: a generation takes one call at a time. On the GPU a `nextAsync` waits for the
+  // device, so a second call made meanwhile is rejected with BUSY (and `cancel` throws BUSY), the first still
+  // resolves, and the generation goes on afterwards. (On the CPU a call never yields, so this can only be seen here.)
+  const busy = await page.evaluate(async () => {
+    const { WasmGuardian } = await import('/pkg/slm_guard.js'); // initialised by the package above
+    const bytes = async (f) => new Uint8Array(await (await fetch(`/models/guardian/${f}`)).arrayBuffer());
+    const manifest = await bytes('manifest.json');
+    const tokenizer = await bytes('tokenizer.json');
+    const gd = await WasmGuardian.create(manifest, await bytes('model.gguf'), tokenizer, 'webgpu');
+    const gen = gd.start('How do I pick a lock?', false, 4, 0);
+    const code = (e) => e?.code ?? String(e);
+    try {
+      const first = gen.nextAsync();
+      const second = gen.nextAsync(); // made before the first has started: it fails when it finds the first running
+      let cancel = 'no error';
+      await Promise.resolve();
+      try {
+        gen.cancel();
+      } catch (e) {
+        cancel = code(e);
+      }
+      const settled = await Promise.allSettled([first, second]);
+      const after = await gen.nextAsync();
+      const r = gen.finish();
+      return {
+        first: settled[0].status, firstPiece: settled[0].value, second: settled[1].status === 'rejected' ? code(settled[1].reason) : 'resolved',
+        cancel, after, tokens: r.generated_tokens, stopped: r.stopped, backend: r.backend,
+      };
+    } finally {
+      gen.free();
+      gd.dispose();
+      gd.free();
+    }
+  });
+  console.log(`one call at a time on the GPU: ${JSON.stringify(busy)}`);
+  assert.equal(busy.first, 'fulfilled');
+  assert.equal(typeof busy.firstPiece, 'string');
+  assert.equal(busy.second, 'BUSY');
+  assert.equal(busy.cancel, 'BUSY');
+  assert.equal(typeof busy.after, 'string', 'the generation goes on after the rejected call');
+  assert.ok(busy.tokens >= 2 && busy.tokens <= 4, `${busy.tokens} tokens for two pieces`);
+  assert.equal(busy.backend, 'webgpu');
 });
