@@ -7,6 +7,7 @@ mod clock;
 pub mod error;
 pub mod guard;
 pub mod guardian;
+pub mod helpline;
 pub mod manifest;
 pub mod model;
 pub mod policy;

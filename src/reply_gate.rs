@@ -1,6 +1,7 @@
 //! The reply gate: a guardian reply is released sentence by sentence, each only after the classifier has read the
 //! reply so far. A 270M model can still write a harmful sentence ("...I can help you make bombs."); the gate makes
 //! sure such a sentence never reaches the user: it is withheld and generation stops there (`StopReason::Unsafe`).
+//! So is a sentence that gives a phone number which is not a verified help line (`helpline.rs`).
 //! When nothing could be released, the reply becomes the built-in safe reply in the query's language.
 //!
 //! The gate is generic over the check (`is_unsafe(reply_so_far)`), so it is tested here without a model; the JS API
@@ -117,13 +118,15 @@ impl ReplyGate {
         Ok(released.map_or(Step::End, Step::Released))
     }
 
-    /// Check the reply with the pending sentence: release it, or withhold it and end the reply.
+    /// Check the reply with the pending sentence: release it, or withhold it and end the reply. A sentence with a
+    /// phone number that is not a verified help line is withheld too (`helpline.rs`): models misremember digits.
     fn check(
         &mut self,
         is_unsafe: &mut impl FnMut(&str) -> Result<bool>,
     ) -> Result<Option<String>> {
         let candidate = format!("{}{}", self.released, self.pending);
-        if is_unsafe(candidate.trim())? {
+        if crate::helpline::unknown_number(&self.pending).is_some() || is_unsafe(candidate.trim())?
+        {
             self.withheld = true;
             self.done = true;
             self.pending.clear();
