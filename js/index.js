@@ -344,7 +344,8 @@ export class Guard {
    * careful answer even when the message looks benign. `signal` (AbortSignal) cancels: the promise then resolves
    * with what was generated and `stopped: 'cancelled'`. With `check` (default true) the reply is released sentence by
    * sentence, each after the classifier has read the reply so far: a flagged sentence is never shown (nor one with a
-   * phone number that is not a verified help line), the reply ends there (`stopped: 'unsafe'`), and if nothing passed, `text` is the built-in safe reply (`fallback: true`).
+   * phone number that is not a verified help line), the reply ends there (`stopped: 'unsafe'`), and if nothing
+   * passed, `text` is the built-in safe reply (`fallback: true`).
    * `check: false` streams every token as generated. Errors: NO_GUARDIAN, INPUT_TOO_LONG, INVALID_INPUT.
    */
   async respond(text, { forceSafety = false, maxTokens, noRepeatNgram, check = true, signal, onToken } = {}) {

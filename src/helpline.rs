@@ -99,18 +99,18 @@ pub fn unknown_number(sentence: &str) -> Option<String> {
     numbers(sentence)
         .into_iter()
         .find(|n| n.is_phone(contact) && !n.is_known())
-        .map(|n| n.text)
+        .map(|n| n.text.to_string())
 }
 
 /// A run of digit groups joined by single separators ("1577-0199", "(800) 273-8255", "109").
-struct Number {
-    text: String,
+struct Number<'a> {
+    text: &'a str,
     groups: Vec<String>,
     /// The text right after the number (for a unit).
-    rest: String,
+    rest: &'a str,
 }
 
-impl Number {
+impl Number<'_> {
     fn digits(&self) -> String {
         self.groups.concat()
     }
@@ -143,7 +143,7 @@ impl Number {
 }
 
 /// Every digit run in `s`, with groups split at single '-', '.', ' ', '(' or ')' between digits.
-fn numbers(s: &str) -> Vec<Number> {
+fn numbers(s: &str) -> Vec<Number<'_>> {
     let chars: Vec<(usize, char)> = s.char_indices().collect();
     let mut out = Vec::new();
     let mut i = 0;
@@ -187,9 +187,9 @@ fn numbers(s: &str) -> Vec<Number> {
         let after = chars.get(end + 1).map_or(s.len(), |c| c.0);
         if !groups.is_empty() && !glued {
             out.push(Number {
-                text: s[start..after].trim_start_matches('(').to_string(),
+                text: s[start..after].trim_start_matches('('),
                 groups,
-                rest: s[after..].to_string(),
+                rest: &s[after..],
             });
         }
         i = end + 1;
