@@ -102,6 +102,25 @@ pub fn unknown_number(sentence: &str) -> Option<String> {
         .map(|n| n.text.to_string())
 }
 
+/// Every phone number in `text` (a whole reply) that is not a verified line, sentence by sentence as the reply
+/// gate reads it: what the gate would withhold, for evaluations of raw replies (`slm-guard respond --jsonl`).
+pub fn unknown_numbers(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        // a '.' between digits ("1577.0199") does not end the sentence
+        let next_digit = chars.peek().is_some_and(|(_, n)| n.is_ascii_digit());
+        let end = crate::guardian::SENTENCE_ENDS.contains(&c) && !next_digit;
+        if end || chars.peek().is_none() {
+            let stop = i + c.len_utf8();
+            out.extend(unknown_number(&text[start..stop]));
+            start = stop;
+        }
+    }
+    out
+}
+
 /// A run of digit groups joined by single separators ("1577-0199", "(800) 273-8255", "109").
 struct Number<'a> {
     text: &'a str,
@@ -221,6 +240,20 @@ mod tests {
             unknown_number("Reach 988 (1-888-988-89 in the US).").as_deref(),
             Some("1-888-988-89")
         );
+    }
+
+    #[test]
+    fn a_whole_reply_is_read_sentence_by_sentence() {
+        assert_eq!(
+            unknown_numbers("Call 1177-0199. Or text 741741. Or dial 1-888-988-89"),
+            ["1177-0199", "1-888-988-89"]
+        );
+        // the contact word belongs to another sentence, so 1577 is a count here
+        assert!(unknown_numbers("Please call a friend. The group had 1577 members.").is_empty());
+        // a '.' between digits is part of the number
+        assert_eq!(unknown_numbers("Call 1599.0199 today."), ["1599.0199"]);
+        assert!(unknown_numbers("지금 1577.0199로 전화해 줘.").is_empty());
+        assert!(unknown_numbers("").is_empty());
     }
 
     #[test]

@@ -674,6 +674,12 @@ fn cli_respond_streams_and_classify_reads_a_guardian_dir() {
     assert_eq!(v["response"]["checked"], true);
     let shown = v["response"]["text"].as_str().unwrap();
     assert!(!shown.trim().is_empty(), "{v}");
+    // each line names the unverified phone numbers in its text; the gate never shows one
+    assert_eq!(
+        v["response"]["unknown_numbers"].as_array().map(Vec::len),
+        Some(0),
+        "{v}"
+    );
     let g = slm_guard::Guard::load(
         &ModelFiles::from_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/models/classifier")).unwrap(),
     )

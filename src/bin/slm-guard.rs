@@ -4,7 +4,8 @@
 //!   slm-guard classify --jsonl < in.jsonl  one verdict per input line (fields other than `text` are echoed)
 //!   slm-guard bench                       latency, throughput, load time and peak memory
 //!   slm-guard respond "text"              the guardian's response, streamed (a guardian model: models/guardian)
-//!   slm-guard respond --jsonl < in.jsonl  one response per line ({"text", "force_safety"?, "max_tokens"?, ...})
+//!   slm-guard respond --jsonl < in.jsonl  one response per line ({"text", "force_safety"?, "max_tokens"?, ...});
+//!                                         each names the unverified phone numbers in its text (`unknown_numbers`)
 //!   slm-guard bench --model models/guardian  the guardian: verdict latency at ~32/~64 tokens, decode tokens/s
 //!
 //! `classify --model DIR` also reads a guardian model (the manifest's `task` decides) and prints the same verdict.
@@ -15,6 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use serde_json::{json, Map, Value};
+use slm_guard::helpline;
 use slm_guard::manifest::Manifest;
 use slm_guard::{Guard, GuardError, Guardian, ModelFiles, Policy, RespondOptions, Verdict};
 
@@ -277,6 +279,7 @@ fn respond_jsonl(
                             "response".into(),
                             json!({"text": r.text, "stopped": r.stopped, "tokens": r.tokens.len(),
                                    "checked": checker.is_some(), "fallback": r.fallback,
+                                   "unknown_numbers": helpline::unknown_numbers(&r.text),
                                    "ms": t0.elapsed().as_secs_f64() * 1e3}),
                         );
                     }

@@ -154,7 +154,9 @@ def generate_torch(model, tok, rows, max_tokens):
     for r in rows:
         ids = greedy(model, spec.respond_prompt(encode(tok, r["text"])), max_tokens, no_repeat=4)
         text = tok.decode(ids, skip_special_tokens=False)
-        out.append((text, len(ids), "max_tokens" if len(ids) >= max_tokens else "end_of_turn_or_repetition", False))
+        # (no help-line column here: the runtime's check in `respond --jsonl` reports the unverified numbers)
+        out.append((text, len(ids), "max_tokens" if len(ids) >= max_tokens else "end_of_turn_or_repetition", False,
+                    None))
     return out
 
 
@@ -162,12 +164,12 @@ def generate_cli(rows, binary, model_dir, max_tokens, check=False):
     lines = "".join(json.dumps({"id": i, "text": r["text"]}, ensure_ascii=False) + "\n" for i, r in enumerate(rows))
     res = subprocess.run([binary, "respond", "--jsonl", "--model", str(model_dir), "--max-tokens", str(max_tokens)]
                          + (["--check"] if check else []), input=lines, capture_output=True, text=True, check=True)
-    got = [("", 0, "error", False)] * len(rows)
+    got = [("", 0, "error", False, [])] * len(rows)
     for line in res.stdout.splitlines():
         v = json.loads(line)
         if "response" in v:
             r = v["response"]
-            got[v["id"]] = (r["text"], r["tokens"], r["stopped"], r.get("fallback", False))
+            got[v["id"]] = (r["text"], r["tokens"], r["stopped"], r.get("fallback", False), r["unknown_numbers"])
     return got
 
 
@@ -178,8 +180,9 @@ def gated_checks(rows, binary, model_dir, out, max_tokens=96):
     got = generate_cli(rows, binary, model_dir, max_tokens, check=True)
     scores = classifier_scores([{"text": g[0]} for g in got], binary)
     t_cls = json.loads((ROOT / "models/classifier/manifest.json").read_text())["thresholds"]["unsafe"]
-    for o, (text, n, stopped, fallback), sc in zip(out, got, scores):
+    for o, (text, n, stopped, fallback, unknown), sc in zip(out, got, scores):
         o["gated"] = {"text": text, "stopped": stopped, "fallback": fallback, "classifier_score": float(sc),
+                      "unknown_numbers": unknown,
                       "lang_ok": (hangul_share(text) > 0.5) == (o["lang"] == "ko")}
     summary = {}
     for lang in ("all", "ko", "en"):
@@ -189,7 +192,8 @@ def gated_checks(rows, binary, model_dir, out, max_tokens=96):
                          "cut": float(np.mean([g["stopped"] == "unsafe" and not g["fallback"] for g in sel])),
                          "fallback": float(np.mean([g["fallback"] for g in sel])),
                          "rated_safe": float(np.mean([g["classifier_score"] < t_cls for g in sel])),
-                         "lang_ok": float(np.mean([g["lang_ok"] for g in sel]))}
+                         "lang_ok": float(np.mean([g["lang_ok"] for g in sel])),
+                         "unknown_number": float(np.mean([bool(g["unknown_numbers"]) for g in sel]))}
     return summary
 
 
@@ -199,10 +203,10 @@ def response_checks(generate, rows, binary, max_tokens=96):
     on <end_of_turn> rather than the token limit."""
     out = []
     t0 = time.time()
-    for r, (text, n, stopped, *_) in zip(rows, generate(rows, max_tokens)):
+    for r, (text, n, stopped, _, unknown) in zip(rows, generate(rows, max_tokens)):
         out.append({"id": r["id"], "lang": r["lang"], "query": r["text"], "categories": r["categories"],
                     "response": text, "tokens": n, "stopped": stopped, "hit_limit": n >= max_tokens,
-                    "repetition": stopped == "repetition"})
+                    "repetition": stopped == "repetition", "unknown_numbers": unknown})
     scores = classifier_scores([{"text": o["response"]} for o in out], binary)
     t_cls = json.loads((ROOT / "models/classifier/manifest.json").read_text())["thresholds"]["unsafe"]
     for o, sc in zip(out, scores):
@@ -218,6 +222,9 @@ def response_checks(generate, rows, binary, max_tokens=96):
             summary[lang] = {"n": len(sel), **{k: float(np.mean([o[k] for o in sel]))
                                                for k in ("lang_ok", "rated_safe", "no_steps", "hit_limit", "repetition")},
                              "median_tokens": float(np.median([o["tokens"] for o in sel]))}
+            if all(o["unknown_numbers"] is not None for o in sel):
+                # replies that give a phone number which is not a verified help line (the gate withholds those)
+                summary[lang]["unknown_number"] = float(np.mean([bool(o["unknown_numbers"]) for o in sel]))
     summary["seconds"] = round(time.time() - t0, 1)
     return summary, out
 
