@@ -321,9 +321,9 @@ def main():
     model.requires_grad_(False)
     if a.init_delta and not (run / "last.pt").is_file():
         init = state_from_delta(Path(a.init_delta))
-        if init["first"] != model.cfg.layers - a.train_layers:
-            sys.exit(f"{a.init_delta} trained layers {init['first']}.., not the top {a.train_layers}: pass "
-                     f"--train-layers {model.cfg.layers - init['first']}")
+        if init["first"] < model.cfg.layers - a.train_layers:  # fewer is fine: the layers below start at the base
+            sys.exit(f"{a.init_delta} trained layers {init['first']}.., more than the top {a.train_layers}: pass "
+                     f"--train-layers {model.cfg.layers - init['first']} or more")
         apply_state(model, init)  # before Trainable, which copies the special rows from the embedding
         print(f"initialised from {a.init_delta}", flush=True)
     tr = Trainable(model, a.train_layers)
