@@ -55,7 +55,7 @@ def rope(x, cos, sin):
 
 
 def rope_tables(positions, dim, base):
-    inv = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+    inv = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float64, device=positions.device) / dim))
     ang = positions.double()[:, None] * inv[None]
     return torch.cos(ang).float(), torch.sin(ang).float()
 
@@ -111,7 +111,7 @@ class Gemma3(nn.Module):
 
     def masks(self, T, pad_mask=None):
         """Boolean masks (True = may attend) for global and local layers, (B|1, 1, T, T)."""
-        i = torch.arange(T)
+        i = torch.arange(T, device=self.output_norm.device)
         causal = i[None, :] <= i[:, None]
         local = causal & (i[:, None] - i[None, :] < self.cfg.window)
         out = []
@@ -119,7 +119,7 @@ class Gemma3(nn.Module):
             m = m[None, None]
             if pad_mask is not None:
                 m = m & pad_mask[:, None, None, :].bool()
-                m = m | torch.eye(T, dtype=torch.bool)[None, None]  # padded queries: avoid all-masked rows
+                m = m | torch.eye(T, dtype=torch.bool, device=i.device)[None, None]  # padded queries: avoid all-masked rows
             out.append(m)
         return out
 
@@ -128,7 +128,7 @@ class Gemma3(nn.Module):
 
     def run_layers(self, x, start, end, pad_mask=None):
         T = x.shape[1]
-        pos = torch.arange(T)
+        pos = torch.arange(T, device=x.device)
         tabs = {b: rope_tables(pos, self.cfg.head_dim, b) for b in (self.cfg.rope_local, self.cfg.rope_global)}
         m_global, m_local = self.masks(T, pad_mask)
         for i in range(start, end):

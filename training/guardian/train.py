@@ -6,7 +6,9 @@ tokens are trained. The loss only looks at the tokens that matter: a classify ex
 {<|safe|>, <|unsafe|>, categories, <eos>}, a response over the pruned Korean + English vocabulary (`vocab.py`),
 so no 262k-way softmax is ever computed. bf16 autocast halves the matmul time on some CPUs and is several times
 slower on others (emulated on AVX2; even an AVX-512 BF16 Xeon ran our steps 1.5x slower), so `use_bf16()` times
-both on a layer-sized matmul and picks the faster (`SLM_GUARD_TRAIN_BF16=0|1` overrides); GPUs use bf16.
+both on a layer-sized matmul and picks the faster (`SLM_GUARD_TRAIN_BF16=0|1` overrides). With a CUDA GPU the same
+command trains there (`--device`, default `cuda` when torch sees one), always with bf16 autocast; checkpoints hold
+CPU tensors either way, so export and evaluation run on the CPU machine.
 Each task's loss is a mean over its own target tokens, so the few classify tokens are not drowned by responses.
 Big batches (`--batch 64 --chunk-tokens 2048`) run as length-sorted chunks with the gradients accumulated: a
 classify query is ~26 tokens and a reply row up to 256, so one padded batch would spend most of its time on pads.
@@ -97,7 +99,7 @@ class Trainable(torch.nn.Module):
         super().__init__()
         self.first = model.cfg.layers - train_layers
         ids = sorted(spec.SPECIALS.values())
-        self.special_ids = torch.tensor(ids)
+        self.special_ids = torch.tensor(ids, device=model.token_embd.weight.device)
         self.special_rows = torch.nn.Parameter(model.token_embd.weight[ids].clone())
 
 
@@ -107,20 +109,23 @@ _HEADS = {}
 def heads(tr, vocab_ids):
     """Per task: candidate output ids, id -> column, and where the special rows sit among the candidates."""
     if not _HEADS:
-        special = {int(t): j for j, t in enumerate(tr.special_ids)}
+        special = {t: j for j, t in enumerate(sorted(spec.SPECIALS.values()))}  # the order of tr.special_ids
+        dev = tr.special_rows.device
         for task, cand in (("classify", CLS_IDS), ("respond", vocab_ids.tolist())):
             loc = [k for k, c in enumerate(cand) if c in special]
-            _HEADS[task] = (torch.tensor(cand), {c: k for k, c in enumerate(cand)}, torch.tensor(loc),
-                            torch.tensor([special[cand[k]] for k in loc]))
+            _HEADS[task] = (torch.tensor(cand, device=dev), {c: k for k, c in enumerate(cand)},
+                            torch.tensor(loc, device=dev), torch.tensor([special[cand[k]] for k in loc], device=dev))
     return _HEADS
 
 
 _BF16 = None
 
 
-def use_bf16():
+def use_bf16(device="cpu"):
     """bf16 autocast where it is faster on this CPU: measured once, forward + backward of a layer-sized matmul."""
     global _BF16
+    if torch.device(device).type == "cuda":
+        return True
     if _BF16 is None:
         forced = os.environ.get("SLM_GUARD_TRAIN_BF16")
         _BF16 = forced == "1" if forced in ("0", "1") else _bf16_is_faster()
@@ -175,6 +180,7 @@ def packed(rows, idx, max_tokens):
 
 def chunk_loss(model, tr, rows, idx, vocab_ids, autocast):
     """Summed cross-entropy per task over these rows' target tokens (one padded forward pass)."""
+    dev = model.output_norm.device
     seqs = [rows[i]["prompt"] + rows[i]["target"] for i in idx]
     T = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), T), spec.PAD, dtype=torch.long)
@@ -182,9 +188,10 @@ def chunk_loss(model, tr, rows, idx, vocab_ids, autocast):
     for b, s in enumerate(seqs):
         ids[b, :len(s)] = torch.tensor(s)
         pad[b, :len(s)] = True
+    ids, pad = ids.to(dev), pad.to(dev)
     emb_w = model.token_embd.weight.detach().clone()
     emb_w[tr.special_ids] = tr.special_rows.detach()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
         with torch.no_grad():
             x = model.run_layers(F.embedding(ids, emb_w) * math.sqrt(model.cfg.hidden), 0, tr.first, pad)
         x = model.run_layers(x, tr.first, model.cfg.layers, pad)
@@ -206,7 +213,7 @@ def chunk_loss(model, tr, rows, idx, vocab_ids, autocast):
         hs = h[[p[0] for p in pos], [p[1] for p in pos]]
         w = out_w[cand].clone()
         w[loc] = tr.special_rows[rows_of_special]  # the trained rows of our special tokens
-        target = torch.tensor([lookup.get(t, -100) for t in tgt])
+        target = torch.tensor([lookup.get(t, -100) for t in tgt], device=dev)
         sums[task] = F.cross_entropy(hs @ w.T, target, ignore_index=-100, reduction="sum")
     return sums
 
@@ -217,7 +224,7 @@ def batch_loss(model, tr, rows, idx, vocab_ids, autocast=None, max_tokens=0, bac
     `backward`, each chunk's share of the summed task means is back-propagated as soon as it is computed (the
     gradients are those of the whole batch, memory is one chunk's) and the returned losses are detached."""
     if autocast is None:
-        autocast = use_bf16()
+        autocast = use_bf16(model.output_norm.device)
     hs = heads(tr, vocab_ids)
     counts = targets_of(rows, idx, {task: h[1] for task, h in hs.items()})
     losses = {}
@@ -233,18 +240,20 @@ def batch_loss(model, tr, rows, idx, vocab_ids, autocast=None, max_tokens=0, bac
 
 
 def trainable_state(model, tr):
-    state = {"special_ids": tr.special_ids, "special_rows": tr.special_rows.detach().clone(),
-             "output_norm": model.output_norm.detach().clone(), "first": tr.first}
+    """The trained tensors, as CPU copies (a GPU run's checkpoints load on the CPU machine)."""
+    state = {"special_ids": tr.special_ids.cpu(), "special_rows": tr.special_rows.detach().cpu().clone(),
+             "output_norm": model.output_norm.detach().cpu().clone(), "first": tr.first}
     for i in range(tr.first, model.cfg.layers):
         for k, v in model.blk[i].state_dict().items():
-            state[f"blk.{i}.{k}"] = v.clone()
+            state[f"blk.{i}.{k}"] = v.cpu().clone()
     return state
 
 
 def apply_state(model, state):
     """Put trained tensors into a base model (also used by export and eval)."""
+    dev = model.output_norm.device
     with torch.no_grad():
-        model.token_embd.weight[state["special_ids"]] = state["special_rows"]
+        model.token_embd.weight[state["special_ids"].to(dev)] = state["special_rows"].to(dev)
         model.output_norm.copy_(state["output_norm"])
         for i in range(state["first"], model.cfg.layers):
             model.blk[i].load_state_dict({k.split(".", 2)[2]: v for k, v in state.items()
@@ -296,6 +305,7 @@ def main():
     ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--run", default=str(RUN))
     ap.add_argument("--vocab", default=str(RUN / "vocab.json"))
@@ -316,7 +326,7 @@ def main():
     random.Random(0).shuffle(dev)
     dev_cls = [r for r in dev if r["task"] == "classify"][:192]
     dev_resp = [r for r in dev if r["task"] != "classify"][:64]
-    print(f"bf16 autocast: {use_bf16()}; data: {len(rows)} train rows, dev {len(dev_cls)}+{len(dev_resp)} ({time.time() - t0:.0f} s)", flush=True)
+    print(f"device {a.device}, bf16 autocast: {use_bf16(a.device)}; data: {len(rows)} train rows, dev {len(dev_cls)}+{len(dev_resp)} ({time.time() - t0:.0f} s)", flush=True)
     model, _ = load_gguf(BASE_GGUF)
     model.requires_grad_(False)
     if a.init_delta and not (run / "last.pt").is_file():
@@ -326,6 +336,7 @@ def main():
                      f"--train-layers {model.cfg.layers - init['first']} or more")
         apply_state(model, init)  # before Trainable, which copies the special rows from the embedding
         print(f"initialised from {a.init_delta}", flush=True)
+    model.to(a.device)
     tr = Trainable(model, a.train_layers)
     params = [p for i in range(tr.first, model.cfg.layers) for p in model.blk[i].parameters()] + [model.output_norm]
     for p in params:
@@ -335,7 +346,7 @@ def main():
     sched = lambda s: min(1.0, (s + 1) / max(1, a.warmup)) * 0.5 * (1 + math.cos(math.pi * min(s, a.steps) / a.steps))
     history, step, best = [], 0, float("inf")
     if (run / "last.pt").is_file():
-        ck = torch.load(run / "last.pt", weights_only=False)
+        ck = torch.load(run / "last.pt", weights_only=False, map_location="cpu")
         if ck["args"]["train_layers"] == a.train_layers:
             apply_state(model, ck["state"])
             tr.special_rows.data.copy_(ck["state"]["special_rows"])
