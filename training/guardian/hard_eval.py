@@ -7,7 +7,8 @@ guardian's cascade band (its manifest's `cascade_band`, chosen by eval.py on the
 go to that guardian through the runtime (`slm-guard classify --jsonl --model DIR`), at its manifest's threshold.
 The guardian never trained on these splits (data.py keeps every unified dev/test query out of its train file).
 Per split and model: F1, accuracy, FPR and ROC AUC of both models on the hard rows, the paired bootstrap of guardian
-minus classifier (F1 and accuracy), and the cascade against the classifier alone on the whole split.
+minus classifier (F1 and accuracy), and the cascade against the classifier alone on the whole split (paired
+bootstrap too). The hard rows' scores are kept in the output for re-analysis.
 
     python training/guardian/hard_eval.py --model models/guardian [--model DIR ...] [--out FILE]
 """
@@ -69,6 +70,8 @@ def compare(y, c, g, hard, t_cls, t_g, langs):
         "hard_guardian": {**grd_h, "accuracy": float(((gh >= t_g) == yh).mean()), "roc_auc": float(roc_auc_score(yh, gh))},
         "hard_guardian_minus_classifier": boot,
         "classifier_alone": alone, "cascade": casc,
+        # the same paired bootstrap over the whole split: is the cascade's F1 different from the classifier's?
+        "cascade_minus_classifier": paired_bootstrap(y, cascade, c >= t_cls),
     }
 
 
@@ -98,7 +101,10 @@ def main():
             g = np.zeros(len(rows))
             g[idx] = np.where(refused, c[idx], g_hard)  # over 512 tokens: the classifier's verdict stands
             out[split] = {**compare(y, c, g, hard, t_cls, t_g, langs), "guardian_refused": int(refused.sum()),
-                          "guardian_seconds": round(time.time() - t0, 1)}
+                          "guardian_seconds": round(time.time() - t0, 1),
+                          # per hard row, for re-analysis without re-running the guardian
+                          "hard_rows": [{"id": rows[i]["id"], "classifier": round(float(c[i]), 5),
+                                         "guardian": round(float(g[i]), 5)} for i in idx]}
             d = out[split]["hard_guardian_minus_classifier"]
             hc, hg = out[split]["hard_classifier"], out[split]["hard_guardian"]
             print(f"{model} {split}: {len(idx)} hard rows of {len(rows)} ({time.time() - t0:.0f} s); F1 classifier "
@@ -106,8 +112,9 @@ def main():
                   f"[{pct(d['f1_ci95'][0]):+}, {pct(d['f1_ci95'][1]):+}]; accuracy {pct(hc['accuracy'])} vs "
                   f"{pct(hg['accuracy'])}, diff {pct(d['accuracy_diff']):+} [{pct(d['accuracy_ci95'][0]):+}, "
                   f"{pct(d['accuracy_ci95'][1]):+}]; ROC AUC {hc['roc_auc']:.3f} vs {hg['roc_auc']:.3f}; "
-                  f"cascade F1 {pct(out[split]['cascade']['f1'])} vs classifier {pct(out[split]['classifier_alone']['f1'])}",
-                  flush=True)
+                  f"cascade F1 {pct(out[split]['cascade']['f1'])} vs classifier {pct(out[split]['classifier_alone']['f1'])}"
+                  f" (diff [{pct(out[split]['cascade_minus_classifier']['f1_ci95'][0]):+}, "
+                  f"{pct(out[split]['cascade_minus_classifier']['f1_ci95'][1]):+}])", flush=True)
         result["models"][model] = out
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=1))
