@@ -21,6 +21,11 @@ def opt_pct(x):
     return "not measured" if x is None else f"{pct(x)} %"
 
 
+def ci(d, k):
+    """A paired-bootstrap difference (eval.paired_bootstrap) in points with its 95 % interval."""
+    return f"{100 * d[k + '_diff']:+.1f} [{100 * d[k + '_ci95'][0]:+.1f}, {100 * d[k + '_ci95'][1]:+.1f}]"
+
+
 def metric_rows(split, res, kinds):
     out = []
     for label, key in kinds:
@@ -35,7 +40,6 @@ def metric_rows(split, res, kinds):
 def hard_whole(w, he):
     """hard_eval.py's comparison on the classifier's whole dev/test splits (~7x the hard rows of the subsets)."""
     m = next(iter(he["models"].values()))
-    ci = lambda d, k: f"{100 * d[k + '_diff']:+.1f} [{100 * d[k + '_ci95'][0]:+.1f}, {100 * d[k + '_ci95'][1]:+.1f}]"
     w("\n#### The same comparison on the classifier's whole dev/test splits (`hard_eval.py`)\n")
     w("The subsets above are 40 % English (the splits: 24 %) and hold ~330 hard rows per split; here every row of "
       "the classifier's dev and test splits is scored by the classifier, and the rows inside the band "
@@ -145,7 +149,6 @@ def main():
         L.extend(metric_rows(split, ev[split], [("classifier", "hard_classifier"), ("guardian", "hard_guardian")]))
     diffs = [(split, ev[split].get("hard_guardian_minus_classifier")) for split in ("dev", "test")]
     if all(d and "accuracy_diff" in d for _, d in diffs):
-        ci = lambda d, k: f"{100 * d[k + '_diff']:+.1f} [{100 * d[k + '_ci95'][0]:+.1f}, {100 * d[k + '_ci95'][1]:+.1f}]"
         w("\nGuardian minus classifier on the hard rows, points, with a paired-bootstrap 95 % interval (2,000 "
           "resamples): " + "; ".join(f"{split} (n={d['n']}): F1 {ci(d, 'f1')}, accuracy {ci(d, 'accuracy')}"
                                      for split, d in diffs)

@@ -31,8 +31,13 @@ UNIFIED = ROOT / "training/data/build/unified.jsonl"
 CACHE = ROOT / "training/runs/hard_eval"
 
 
-def split_rows(split):
-    return [r for r in map(json.loads, open(UNIFIED, encoding="utf-8")) if r["split"] == split]
+def split_rows():
+    """The classifier's dev and test rows, in file order (one pass over the 170k-row unified file)."""
+    out = {"dev": [], "test": []}
+    for r in map(json.loads, open(UNIFIED, encoding="utf-8")):
+        if r["split"] in out:
+            out[r["split"]].append(r)
+    return out
 
 
 def cached_classifier_scores(split, rows, binary):
@@ -85,8 +90,7 @@ def main():
     t_cls = json.loads((ROOT / "models/classifier/manifest.json").read_text())["thresholds"]["unsafe"]
     result = {"classifier_threshold": t_cls, "models": {}}
     splits = {}
-    for split in ("dev", "test"):
-        rows = split_rows(split)
+    for split, rows in split_rows().items():
         splits[split] = (rows, np.array([r["unsafe"] for r in rows]), cached_classifier_scores(split, rows, a.bin),
                          np.array([r["lang"] for r in rows]))
     for model in a.model:
