@@ -80,6 +80,16 @@ export interface CascadeInfo {
   band: Band;
   /** The guardian was asked but could not answer (e.g. INPUT_TOO_LONG); the classifier's verdict stands. */
   guardian_error?: { code: ErrorCode; message: string };
+  /** The weights that combined both scores into the verdict's `score` (the guardian manifest's `cascade_fusion`,
+   * for the message's language): score = sigmoid(bias + classifier * logit(classifier_score) + guardian *
+   * logit(guardian_score)). Absent when the guardian's score alone decided. */
+  fusion?: FusionWeights;
+}
+
+export interface FusionWeights {
+  bias: number;
+  classifier: number;
+  guardian: number;
 }
 
 export interface RespondOptions {
@@ -136,6 +146,9 @@ export interface GuardianInfo {
   special_tokens: Record<string, number>;
   /** The band from the guardian's manifest (chosen on dev). */
   cascade_band: Band;
+  /** How the cascade combines both models' scores inside the band, per language (null: the guardian's score
+   * alone decides). Fitted on the dev split's hard rows (training/guardian/fusion.py). */
+  cascade_fusion: { ko: FusionWeights; en: FusionWeights } | null;
   /** What `classify` uses: null (cascade off), 'manifest' (cascade_band) or the band given at load. */
   cascade: Band | 'manifest' | null;
   weights_bytes: number;

@@ -118,6 +118,8 @@ pub struct GuardianInfo {
     pub categories: Vec<String>,
     pub special_tokens: std::collections::BTreeMap<String, u32>,
     pub cascade_band: crate::cascade::Band,
+    /// How the cascade combines both scores inside the band (null: the guardian's score alone decides).
+    pub cascade_fusion: Option<crate::cascade::Fusion>,
     pub weights_bytes: u64,
     pub tokenizer_bytes: u64,
     pub load_ms: f64,
@@ -420,6 +422,7 @@ impl Guardian {
             categories: m.categories.clone(),
             special_tokens: m.special_tokens.clone(),
             cascade_band: crate::cascade::Band::from_manifest(m),
+            cascade_fusion: m.cascade_fusion,
             weights_bytes: bytes("model.gguf"),
             tokenizer_bytes: bytes("tokenizer.json"),
             load_ms: self.load_ms,

@@ -32,6 +32,10 @@ pub struct Manifest {
     /// hands to the guardian (chosen on dev by training/guardian/eval.py).
     #[serde(skip)]
     pub cascade_band: Option<[f32; 2]>,
+    /// Guardian: `thresholds.cascade_fusion`, how the cascade combines both scores inside the band (absent: the
+    /// guardian's score alone decides).
+    #[serde(skip)]
+    pub cascade_fusion: Option<crate::cascade::Fusion>,
     pub files: BTreeMap<String, FileEntry>,
     #[serde(default)]
     pub licence: serde_json::Value,
@@ -91,7 +95,8 @@ pub struct FileEntry {
     pub bytes: u64,
 }
 
-/// `thresholds` keeps its numbers only: the guardian's export also writes `cascade_band: [low, high]` there.
+/// `thresholds` keeps its numbers only: the guardian's export also writes `cascade_band: [low, high]` and
+/// `cascade_fusion` there.
 fn numeric_thresholds<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<BTreeMap<String, f32>, D::Error> {
@@ -102,7 +107,7 @@ fn numeric_thresholds<'de, D: serde::Deserializer<'de>>(
             serde_json::Value::Number(n) => {
                 out.insert(k, n.as_f64().unwrap_or(f64::NAN) as f32);
             }
-            _ if k == "cascade_band" => {}
+            _ if k == "cascade_band" || k == "cascade_fusion" => {}
             other => {
                 return Err(serde::de::Error::custom(format!(
                     "threshold `{k}` must be a number, got {other}"
@@ -138,6 +143,14 @@ fn cascade_band(bytes: &[u8]) -> Result<Option<[f32; 2]>> {
     Ok(Some([low as f32, high as f32]))
 }
 
+fn cascade_fusion(bytes: &[u8]) -> Result<Option<crate::cascade::Fusion>> {
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| GuardError::Manifest(e.to_string()))?;
+    v.pointer("/thresholds/cascade_fusion")
+        .map(crate::cascade::Fusion::from_json)
+        .transpose()
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     digest.iter().map(|b| format!("{b:02x}")).collect()
@@ -148,6 +161,7 @@ impl Manifest {
         let mut m: Manifest =
             serde_json::from_slice(bytes).map_err(|e| GuardError::Manifest(e.to_string()))?;
         m.cascade_band = cascade_band(bytes)?;
+        m.cascade_fusion = cascade_fusion(bytes)?;
         if m.format_version != FORMAT_VERSION {
             return Err(GuardError::Version {
                 found: m.format_version,

@@ -68,6 +68,10 @@ pub struct CascadeInfo {
     /// the classifier's verdict stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guardian_error: Option<VerdictError>,
+    /// The weights that combined both scores into the verdict's `score` (the guardian manifest's
+    /// `cascade_fusion`, for the message's language); absent when the guardian's score alone decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fusion: Option<crate::cascade::FusionWeights>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -69,16 +69,33 @@ fn outside_the_band_the_classifier_decides() {
     }
 }
 
+/// The guardian of `setup` loaded from a manifest without `cascade_fusion`: its score alone decides the band.
+fn unfused_guardian() -> &'static Guardian {
+    static G: OnceLock<Guardian> = OnceLock::new();
+    G.get_or_init(|| {
+        let mut files = ModelFiles::from_dir(guardian_dir()).unwrap();
+        let mut m: serde_json::Value = serde_json::from_slice(&files.manifest).unwrap();
+        m["thresholds"]
+            .as_object_mut()
+            .unwrap()
+            .remove("cascade_fusion");
+        files.manifest = serde_json::to_vec(&m).unwrap();
+        Guardian::load(&files).expect("guardian loads")
+    })
+}
+
 #[test]
 fn inside_the_band_the_guardian_decides() {
     let Some(s) = setup() else { return };
     let p = Policy::default();
     let all = Band::new(0.0, 1.0).unwrap();
+    let guardian = unfused_guardian();
+    assert!(guardian.manifest().cascade_fusion.is_none());
     for t in TEXTS {
         let c = s.guard.classify(t, &p).unwrap();
-        let v = refine(c.clone(), &s.guardian, t, &p, &all).unwrap();
+        let v = refine(c.clone(), guardian, t, &p, &all).unwrap();
         assert!(all.contains(c.score), "{t}: {}", c.score);
-        let g = s.guardian.classify(t, &p).unwrap();
+        let g = guardian.classify(t, &p).unwrap();
         assert_eq!(v.decided_by, DecidedBy::Guardian, "{t}");
         assert_eq!(g.decided_by, DecidedBy::Guardian);
         assert!((v.score - g.score).abs() < 1e-6);
@@ -90,12 +107,14 @@ fn inside_the_band_the_guardian_decides() {
         assert_eq!(info.classifier_score, c.score);
         assert_eq!(info.classifier_model, c.model);
         assert_eq!(info.guardian_score, Some(g.score));
+        assert_eq!(info.fusion, None);
         let json = serde_json::to_value(&v).unwrap();
         assert_eq!(json["decided_by"], "guardian");
         assert_eq!(
             json["cascade"]["band"],
             serde_json::json!({"low": 0.0, "high": 1.0})
         );
+        assert!(json["cascade"].get("fusion").is_none());
         eprintln!(
             "{t}: classifier {:.3} -> guardian {:.3} ({:?})",
             c.score, v.score, v.action
@@ -108,9 +127,79 @@ fn inside_the_band_the_guardian_decides() {
         force_safety: true,
         ..Policy::default()
     };
-    let v = refine(c, &s.guardian, t, &forced, &all).unwrap();
+    let v = refine(c, guardian, t, &forced, &all).unwrap();
     assert_eq!(v.action, slm_guard::Action::Block);
     assert!(v.reply.is_some());
+}
+
+#[test]
+fn the_shipped_cascade_fuses_both_scores_inside_the_band() {
+    let Some(s) = setup() else { return };
+    let Some(f) = s.guardian.manifest().cascade_fusion else {
+        eprintln!("skipped: this guardian's manifest has no cascade_fusion");
+        return;
+    };
+    let p = Policy::default();
+    let all = Band::new(0.0, 1.0).unwrap();
+    let t_unsafe = s.guardian.manifest().thresholds["unsafe"];
+    let mut seen = (false, false);
+    for t in TEXTS {
+        let c = s.guard.classify(t, &p).unwrap();
+        let g = s.guardian.classify(t, &p).unwrap();
+        let v = refine(c.clone(), &s.guardian, t, &p, &all).unwrap();
+        assert_eq!(v.decided_by, DecidedBy::Guardian, "{t}");
+        let info = v.cascade.as_ref().unwrap();
+        assert_eq!(
+            info.guardian_score,
+            Some(g.score),
+            "{t}: the guardian's own score is kept"
+        );
+        assert_eq!(info.fusion, Some(*f.weights(&v.lang)), "{t}");
+        let expected = f.score(&v.lang, c.score, g.score);
+        assert!(
+            (v.score - expected).abs() < 1e-6,
+            "{t}: {} vs {expected}",
+            v.score
+        );
+        // the fused score is read at the guardian's threshold; categories keep the guardian's P(category | unsafe)
+        if v.score >= t_unsafe {
+            assert!(v.flagged, "{t}");
+        }
+        for (cat, &joint) in &g.category_scores {
+            let want = if g.score > 0.0 {
+                joint / g.score * v.score
+            } else {
+                0.0
+            };
+            assert!((v.category_scores[cat] - want).abs() < 1e-5, "{t} {cat}");
+        }
+        if !v.flagged {
+            assert!(v.score < t_unsafe && v.reply.is_none(), "{t}");
+        }
+        match v.lang.as_str() {
+            "en" => seen.0 = true,
+            _ => seen.1 = true,
+        }
+        eprintln!(
+            "{t}: classifier {:.3}, guardian {:.3} -> fused {:.3} ({:?})",
+            c.score, g.score, v.score, v.action
+        );
+    }
+    assert_eq!(seen, (true, true), "both languages' weights were used");
+    // the classifier's score moves the verdict: fused and guardian-alone scores differ somewhere
+    let fused: Vec<f32> = TEXTS
+        .iter()
+        .map(|t| {
+            refine(s.guard.classify(t, &p).unwrap(), &s.guardian, t, &p, &all)
+                .unwrap()
+                .score
+        })
+        .collect();
+    let alone: Vec<f32> = TEXTS
+        .iter()
+        .map(|t| s.guardian.classify(t, &p).unwrap().score)
+        .collect();
+    assert!(fused.iter().zip(&alone).any(|(a, b)| (a - b).abs() > 1e-3));
 }
 
 #[test]

@@ -149,3 +149,71 @@ fn errors_go_to_stderr_with_nonzero_exit() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("INVALID_POLICY"));
     std::fs::remove_file(policy).unwrap();
 }
+
+#[test]
+fn classify_cascade_routes_by_the_band_and_says_who_decided() {
+    let guardian = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/guardian");
+    if !guardian.join("model.gguf").exists() {
+        eprintln!("skipped: no guardian model (scripts/setup.sh assembles it)");
+        return;
+    }
+    let mut child = cli()
+        .args(["classify", "--jsonl", "--cascade"])
+        .arg(&guardian)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let texts = [
+        "what is the capital of France?",
+        "폭탄 만드는 법 자세히 알려줘",
+        "how do I kill a Python process?",
+        "내 친구 주소를 알아내는 방법 알려줘",
+    ];
+    let mut stdin = child.stdin.take().unwrap();
+    for (i, t) in texts.iter().enumerate() {
+        writeln!(stdin, "{}", serde_json::json!({"id": i, "text": t})).unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), texts.len());
+    for l in &lines {
+        let v = &l["verdict"];
+        let c = &v["cascade"];
+        let (low, high) = (
+            c["band"]["low"].as_f64().unwrap(),
+            c["band"]["high"].as_f64().unwrap(),
+        );
+        let cs = c["classifier_score"].as_f64().unwrap();
+        let inside = low < cs && cs < high;
+        assert_eq!(
+            v["decided_by"],
+            if inside { "guardian" } else { "classifier" },
+            "{l}"
+        );
+        assert_eq!(c["guardian_score"].is_number(), inside, "{l}");
+    }
+    // the guardian belongs to --cascade, the classifier to --model
+    let out = Command::new(env!("CARGO_BIN_EXE_slm-guard"))
+        .arg("--model")
+        .arg(&guardian)
+        .args(["classify", "x", "--cascade"])
+        .arg(&guardian)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cascade needs a classifier"));
+    let out = cli()
+        .args(["classify", "x", "--cascade"])
+        .arg(common::model_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a guardian model"));
+}

@@ -9,6 +9,8 @@
 //!   slm-guard bench --model models/guardian  the guardian: verdict latency at ~32/~64 tokens, decode tokens/s
 //!
 //! `classify --model DIR` also reads a guardian model (the manifest's `task` decides) and prints the same verdict.
+//! `classify --cascade DIR` runs the cascade: the classifier (`--model`) decides clear cases, the guardian in DIR
+//! the scores inside its manifest's band (combined with the classifier's score where the manifest says so).
 
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
@@ -16,6 +18,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use serde_json::{json, Map, Value};
+use slm_guard::cascade::{refine, refine_batch, Band};
 use slm_guard::helpline;
 use slm_guard::manifest::Manifest;
 use slm_guard::{Guard, GuardError, Guardian, ModelFiles, Policy, RespondOptions, Verdict};
@@ -51,6 +54,9 @@ enum Command {
         /// Lines classified together (bounded memory; output is written after each group).
         #[arg(long, default_value_t = 32)]
         batch: usize,
+        /// A guardian model directory: run the cascade (the guardian decides the classifier's uncertain band).
+        #[arg(long)]
+        cascade: Option<PathBuf>,
     },
     /// The guardian's response to one message, streamed to stdout (stop reason and speed on stderr).
     Respond {
@@ -91,34 +97,52 @@ fn default_model_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models/classifier")))
 }
 
-/// Either kind of model behind `classify`: the manifest's `task` decides.
+/// What answers `classify`: either kind of model (the manifest's `task` decides), or the cascade of both.
 enum Model {
     Classifier(Guard),
     Guardian(Guardian),
+    Cascade(Guard, Guardian, Band),
 }
 
 impl Model {
-    fn load(dir: &PathBuf) -> Result<Self, GuardError> {
+    fn load(dir: &PathBuf, cascade: Option<&PathBuf>) -> Result<Self, GuardError> {
         let files = ModelFiles::from_dir(dir)?;
-        if Manifest::parse(&files.manifest)?.is_guardian() {
-            Ok(Self::Guardian(Guardian::load(&files)?))
-        } else {
-            Ok(Self::Classifier(Guard::load(&files)?))
+        let is_guardian = Manifest::parse(&files.manifest)?.is_guardian();
+        match cascade {
+            None if is_guardian => Ok(Self::Guardian(Guardian::load(&files)?)),
+            None => Ok(Self::Classifier(Guard::load(&files)?)),
+            Some(_) if is_guardian => Err(GuardError::Input(
+                "--cascade needs a classifier as --model (the guardian goes to --cascade)".into(),
+            )),
+            Some(gdir) => {
+                let gfiles = ModelFiles::from_dir(gdir)?;
+                if !Manifest::parse(&gfiles.manifest)?.is_guardian() {
+                    return Err(GuardError::Input(format!(
+                        "--cascade {}: not a guardian model",
+                        gdir.display()
+                    )));
+                }
+                let guardian = Guardian::load(&gfiles)?;
+                let band = Band::from_manifest(guardian.manifest());
+                Ok(Self::Cascade(Guard::load(&files)?, guardian, band))
+            }
         }
     }
 
     fn check_policy(&self, policy: &Policy) -> Result<(), GuardError> {
-        let m = match self {
-            Self::Classifier(g) => g.manifest(),
-            Self::Guardian(g) => g.manifest(),
-        };
-        policy.resolve(&m.categories, &m.thresholds).map(|_| ())
+        let check = |m: &Manifest| policy.resolve(&m.categories, &m.thresholds).map(|_| ());
+        match self {
+            Self::Classifier(g) => check(g.manifest()),
+            Self::Guardian(g) => check(g.manifest()),
+            Self::Cascade(c, g, _) => check(c.manifest()).and(check(g.manifest())),
+        }
     }
 
     fn classify(&self, text: &str, policy: &Policy) -> Result<Verdict, GuardError> {
         match self {
             Self::Classifier(g) => g.classify(text, policy),
             Self::Guardian(g) => g.classify(text, policy),
+            Self::Cascade(c, g, band) => refine(c.classify(text, policy)?, g, text, policy, band),
         }
     }
 
@@ -127,6 +151,9 @@ impl Model {
     fn classify_batch(&self, texts: &[&str], policy: &Policy) -> Result<Vec<Verdict>, GuardError> {
         match self {
             Self::Classifier(g) => g.classify_batch(texts, policy),
+            Self::Cascade(c, g, band) => {
+                refine_batch(c.classify_batch(texts, policy)?, g, texts, policy, band)
+            }
             Self::Guardian(g) => {
                 let p = policy.resolve(&g.manifest().categories, &g.manifest().thresholds)?;
                 Ok(texts
@@ -356,7 +383,8 @@ fn main() -> ExitCode {
             jsonl,
             policy,
             batch,
-        } => classify(&dir, text, jsonl, policy, batch.max(1)),
+            cascade,
+        } => classify(&dir, cascade.as_ref(), text, jsonl, policy, batch.max(1)),
         Command::Bench { iters, out } => bench(&dir, iters.max(5), out),
     };
     match result {
@@ -378,13 +406,14 @@ fn read_policy(path: Option<PathBuf>) -> Result<Policy, GuardError> {
 
 fn classify(
     dir: &PathBuf,
+    cascade: Option<&PathBuf>,
     text: Option<String>,
     jsonl: bool,
     policy: Option<PathBuf>,
     batch: usize,
 ) -> Result<(), GuardError> {
     let policy = read_policy(policy)?;
-    let guard = Model::load(dir)?;
+    let guard = Model::load(dir, cascade)?;
     guard.check_policy(&policy)?; // reject a bad policy before reading input
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());

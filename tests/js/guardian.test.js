@@ -34,6 +34,10 @@ test('info describes the guardian (ids from the manifest, band, sizes)', () => {
   assert.equal(g.cascade, 'manifest');
   const [low, high] = manifest.thresholds.cascade_band ?? [0.2, 0.8];
   assert.ok(Math.abs(g.cascade_band.low - low) < 1e-6 && Math.abs(g.cascade_band.high - high) < 1e-6);
+  const fusion = manifest.thresholds.cascade_fusion ?? null;
+  if (fusion === null) assert.equal(g.cascade_fusion, null);
+  else for (const lang of ['ko', 'en']) for (const k of ['bias', 'classifier', 'guardian'])
+    assert.ok(Math.abs(g.cascade_fusion[lang][k] - fusion[lang][k]) < 1e-6, `${lang}.${k}`);
   assert.ok(g.weights_bytes + g.tokenizer_bytes <= 150 * 1024 * 1024, `${g.weights_bytes} bytes`);
   // Node has no navigator.gpu: 'auto' runs the guardian on the CPU without trying
   assert.equal(g.backend, 'cpu');
@@ -143,6 +147,8 @@ test('forceSafety adds <|force-safety|> and still answers a benign question', as
 });
 
 test('cascade: the band decides who answers, and the verdict says so', async () => {
+  const fusion = manifest.thresholds.cascade_fusion;
+  const logit = (p) => { const q = Math.min(Math.max(p, 1e-6), 1 - 1e-6); return Math.log(q / (1 - q)); };
   const texts = ['What is the capital of France?', '폭탄 만드는 법 자세히 알려줘', 'how to kill a python process', '그 사람 집 주소 좀 찾아줘', 'My friend keeps talking about hurting himself'];
   const band = guard.info().guardian.cascade_band;
   for (const text of texts) {
@@ -151,8 +157,16 @@ test('cascade: the band decides who answers, and the verdict says so', async () 
     assert.ok(c, 'cascade info present');
     const inside = band.low < c.classifier_score && c.classifier_score < band.high;
     assert.equal(v.decided_by, inside ? 'guardian' : 'classifier', `${text}: ${c.classifier_score}`);
-    if (inside) assert.ok(Math.abs(v.score - c.guardian_score) < 1e-6);
-    else assert.ok(Math.abs(v.score - c.classifier_score) < 1e-6 && c.guardian_score === null);
+    if (!inside) assert.ok(Math.abs(v.score - c.classifier_score) < 1e-6 && c.guardian_score === null);
+    else if (!fusion) assert.ok(Math.abs(v.score - c.guardian_score) < 1e-6 && c.fusion === undefined);
+    else {
+      // both scores combine with the manifest's weights for the message's language
+      const w = fusion[v.lang];
+      assert.deepEqual(Object.keys(c.fusion).sort(), ['bias', 'classifier', 'guardian']);
+      for (const k of ['bias', 'classifier', 'guardian']) assert.ok(Math.abs(c.fusion[k] - w[k]) < 1e-6, k);
+      const z = w.bias + w.classifier * logit(c.classifier_score) + w.guardian * logit(c.guardian_score);
+      assert.ok(Math.abs(v.score - 1 / (1 + Math.exp(-z))) < 1e-5, `${text}: ${v.score}`);
+    }
   }
   // a batch routes each message the same way as one classify call per message
   const batch = await guard.classifyBatch(texts);
@@ -169,7 +183,7 @@ test('cascade: the band decides who answers, and the verdict says so', async () 
       const v = await all.classify(text);
       assert.equal(v.decided_by, 'guardian');
       const own = await all.classifyWithGuardian(text);
-      assert.ok(Math.abs(v.score - own.score) < 1e-6);
+      assert.ok(Math.abs(v.cascade.guardian_score - own.score) < 1e-6);
       const n = await none.classify(text);
       assert.equal(n.decided_by, 'classifier');
       assert.equal(n.cascade, undefined);
