@@ -26,6 +26,42 @@ def ci(d, k):
     return f"{100 * d[k + '_diff']:+.1f} [{100 * d[k + '_ci95'][0]:+.1f}, {100 * d[k + '_ci95'][1]:+.1f}]"
 
 
+def fusion_table(w, fu):
+    """fusion.py: the rules that decide the band, fitted on the dev split's hard rows, and the shipped one."""
+    names = {"classifier": "classifier alone", "guardian": "guardian alone (cascade without fusion)",
+             "english": "guardian for English, classifier for Korean", "stack": "fusion: logistic regression on "
+             "both logits", "stack_lang": "fusion with per-language weights"}
+    w("\n#### The shipped cascade: both scores combined inside the band (`fusion.py`)\n")
+    w("On the hard rows neither model alone beats the other, and their errors differ (the guardian is better in "
+      "English, the classifier in Korean), so inside the band the shipped cascade combines both scores: P(unsafe) = "
+      "sigmoid(bias + a logit(classifier) + b logit(guardian)), weights per language, fitted by logistic regression "
+      "on the dev split's hard rows with the threshold that maximises the dev cascade's F1 (folded into the bias); "
+      "the rule with the best dev cascade F1 ships in the manifest (`thresholds.cascade_fusion`). Test is reported "
+      "only. Hard rows: F1, accuracy and ROC AUC of the rule's decision; minus classifier: paired bootstrap, "
+      "points. Cascade: the whole split.\n")
+    w("| rule | split | hard F1 | hard accuracy | hard ROC AUC | hard minus classifier: F1; accuracy | cascade F1 "
+      "(minus classifier alone) | cascade recall | cascade FPR |\n|---|---|---|---|---|---|---|---|---|")
+    for name, r in fu["rules"].items():
+        for split in ("dev", "test"):
+            x = r[split]
+            auc = "–" if x["hard_roc_auc"] is None else f"{x['hard_roc_auc']:.3f}"
+            w(f"| {names.get(name, name)}{' (shipped)' if name == fu.get('chosen') else ''} | {split} | "
+              f"{pct(x['hard_f1'])} | {pct(x['hard_accuracy'])} | {auc} | {ci(x['hard_minus_classifier'], 'f1')}; "
+              f"{ci(x['hard_minus_classifier'], 'accuracy')} | {pct(x['cascade']['f1'])} "
+              f"({ci(x['cascade_minus_classifier'], 'f1')}) | {pct(x['cascade']['recall'])} | "
+              f"{pct(x['cascade']['fpr'])} |")
+    rt = fu.get("runtime_test")
+    if rt:
+        d = rt["cascade_minus_classifier"]
+        w(f"\nThe Rust cascade with the shipped weights (`slm-guard classify --jsonl --cascade models/guardian`) on "
+          f"the whole test split: {rt['fused_rows']} of {rt['hard_rows']} hard rows fused (the rest are over the "
+          f"guardian's 512 tokens and keep the classifier's verdict), its `flagged` agrees with the fitted rule on "
+          f"{100 * rt['agreement']:.2f} % of rows; F1 {pct(rt['cascade']['f1'])} ({ci(d, 'f1')} against the "
+          f"classifier alone), recall {pct(rt['cascade']['recall'])} %, FPR {pct(rt['cascade']['fpr'])} %. Weights: "
+          + "; ".join(f"{lang} bias {v['bias']:+.3f}, classifier {v['classifier']:.3f}, guardian {v['guardian']:.3f}"
+                      for lang, v in fu["cascade_fusion"].items()) + ".\n")
+
+
 def metric_rows(split, res, kinds):
     out = []
     for label, key in kinds:
@@ -158,6 +194,8 @@ def main():
              if ev["classifier_threshold"] <= band[0] else "."))
     if (run / "hard_eval.json").is_file():
         hard_whole(w, json.loads((run / "hard_eval.json").read_text()))
+    if (run / "fusion.json").is_file():
+        fusion_table(w, json.loads((run / "fusion.json").read_text()))
     w(f"\nCategory top-1 accuracy of the guardian on unsafe rows with a category: dev "
       f"{pct(ev['dev']['category_top1_accuracy'])} %, test {pct(ev['test']['category_top1_accuracy'])} %.\n")
     if quant:

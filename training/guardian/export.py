@@ -142,6 +142,9 @@ def main():
     rows = reference(exported, load_tokenizer(out / "tokenizer.json"))
     (out / "reference.json").write_text(json.dumps({"rows": rows}, ensure_ascii=False, indent=1), encoding="utf-8")
     thresholds = json.loads(Path(a.thresholds).read_text()) if a.thresholds else {"unsafe": 0.5}
+    # A category's score is P(unsafe) * P(category | unsafe) <= P(unsafe): a category threshold below the unsafe
+    # one would flag messages under the unsafe threshold that eval.py chose (the runtime's default is 0.5).
+    thresholds.update({c: thresholds["unsafe"] for c in spec.CATEGORIES})
     manifest = {
         "name": a.name, "version": a.version, "format_version": FORMAT_VERSION, "task": "guardian",
         "architecture": {"type": "gemma3-decoder", "base": "google/gemma-3-270m", "hidden": model.cfg.hidden,
