@@ -35,6 +35,8 @@ $py training/guardian/export.py --checkpoint training/runs/guardian/best.pt --th
 $py training/guardian/quant_cost.py
 # the hard cases on the classifier's whole dev/test splits (~2,300 hard rows each; the classifier's scores are cached)
 $py training/guardian/hard_eval.py --model models/guardian --out training/runs/guardian/hard_eval.json
+# the cascade's band rule: both scores combined, fitted on dev's hard rows, written into the manifest, checked in Rust
+$py training/guardian/fusion.py --hard-eval training/runs/guardian/hard_eval.json --write --out training/runs/guardian/fusion.json
 cp training/runs/guardian/eval.json training/runs/guardian/responses.jsonl models/guardian/
 $py training/guardian/card.py --notes training/guardian/RUN_NOTES.md
 echo "guardian pipeline finished in $(( ($(date +%s) - start) / 60 )) min"

@@ -32,8 +32,8 @@ def fusion_table(w, fu):
              "english": "guardian for English, classifier for Korean", "stack": "fusion: logistic regression on "
              "both logits", "stack_lang": "fusion with per-language weights"}
     w("\n#### The shipped cascade: both scores combined inside the band (`fusion.py`)\n")
-    w("On the hard rows neither model alone beats the other, and their errors differ (the guardian is better in "
-      "English, the classifier in Korean), so inside the band the shipped cascade combines both scores: P(unsafe) = "
+    w("Inside the band the shipped cascade does not hand the decision to one model: the two models' errors on the "
+      "hard rows differ (by language, too), so it combines both scores: P(unsafe) = "
       "sigmoid(bias + a logit(classifier) + b logit(guardian)), weights per language, fitted by logistic regression "
       "on the dev split's hard rows with the threshold that maximises the dev cascade's F1 (folded into the bias); "
       "the rule with the best dev cascade F1 ships in the manifest (`thresholds.cascade_fusion`). Test is reported "
@@ -59,7 +59,7 @@ def fusion_table(w, fu):
           f"{100 * rt['agreement']:.2f} % of rows; F1 {pct(rt['cascade']['f1'])} ({ci(d, 'f1')} against the "
           f"classifier alone), recall {pct(rt['cascade']['recall'])} %, FPR {pct(rt['cascade']['fpr'])} %. Weights: "
           + "; ".join(f"{lang} bias {v['bias']:+.3f}, classifier {v['classifier']:.3f}, guardian {v['guardian']:.3f}"
-                      for lang, v in fu["cascade_fusion"].items()) + ".\n")
+                      for lang, v in fu["cascade_fusion"].items()) + ".")
 
 
 def metric_rows(split, res, kinds):
