@@ -41,6 +41,7 @@ const I18N = {
     'verdict.decidedBy': 'Decided by',
     'decided.classifier': 'classifier',
     'decided.guardian': 'guardian (cascade)',
+    'decided.fused': 'classifier + guardian (cascade)',
     'model.cached': 'from cache',
     'model.loadedIn': 'ready in {ms} ms',
     'info.model': 'Model',
@@ -177,6 +178,7 @@ const I18N = {
     'verdict.decidedBy': '판단한 모델',
     'decided.classifier': '분류기',
     'decided.guardian': '가디언 (캐스케이드)',
+    'decided.fused': '분류기 + 가디언 (캐스케이드)',
     'model.cached': '캐시',
     'model.loadedIn': '{ms} ms 만에 준비',
     'info.model': '모델',
@@ -989,7 +991,8 @@ function renderVerdict() {
   lang.textContent = t(`lang.${v.lang}`);
   lang.dataset.lang = v.lang;
   const decided = tid('verdict-decided-by');
-  decided.textContent = t(`decided.${v.decided_by ?? 'classifier'}`);
+  // inside the band the shipped cascade combines both models' scores (verdict.cascade.fusion)
+  decided.textContent = t(v.cascade?.fusion ? 'decided.fused' : `decided.${v.decided_by ?? 'classifier'}`);
   decided.dataset.decidedBy = v.decided_by ?? 'classifier';
   for (const li of $$('.cat-bar', tid('category-bars'))) {
     const c = li.dataset.category;
