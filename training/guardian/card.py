@@ -37,14 +37,17 @@ def fusion_table(w, fu):
       "sigmoid(bias + a logit(classifier) + b logit(guardian)), weights per language, fitted by logistic regression "
       "on the dev split's hard rows with the threshold that maximises the dev cascade's F1 (folded into the bias); "
       "the rule with the best dev cascade F1 ships in the manifest (`thresholds.cascade_fusion`). Test is reported "
-      "only. Hard rows: F1, accuracy and ROC AUC of the rule's decision; minus classifier: paired bootstrap, "
-      "points. Cascade: the whole split.\n")
-    w("| rule | split | hard F1 | hard accuracy | hard ROC AUC | hard minus classifier: F1; accuracy | cascade F1 "
+      "only. Hard rows: F1 and accuracy of the rule's decision, ROC AUC of its score; minus classifier: paired "
+      "bootstrap (F1 and accuracy in points). Cascade: the whole split.\n")
+    w("| rule | split | hard F1 | hard accuracy | hard ROC AUC (minus classifier) | hard minus classifier: F1; accuracy | cascade F1 "
       "(minus classifier alone) | cascade recall | cascade FPR |\n|---|---|---|---|---|---|---|---|---|")
     for name, r in fu["rules"].items():
         for split in ("dev", "test"):
             x = r[split]
             auc = "–" if x["hard_roc_auc"] is None else f"{x['hard_roc_auc']:.3f}"
+            a = x.get("hard_roc_auc_minus_classifier")
+            if a and name != "classifier":
+                auc += f" ({a['diff']:+.3f} [{a['ci95'][0]:+.3f}, {a['ci95'][1]:+.3f}])"
             w(f"| {names.get(name, name)}{' (shipped)' if name == fu.get('chosen') else ''} | {split} | "
               f"{pct(x['hard_f1'])} | {pct(x['hard_accuracy'])} | {auc} | {ci(x['hard_minus_classifier'], 'f1')}; "
               f"{ci(x['hard_minus_classifier'], 'accuracy')} | {pct(x['cascade']['f1'])} "

@@ -112,6 +112,7 @@ def main():
                 "hard_f1": at_threshold(d["yh"], dec.astype(float), 0.5)["f1"],
                 "hard_accuracy": float((dec == d["yh"]).mean()),
                 "hard_roc_auc": float(roc_auc_score(d["yh"], score)) if score is not None else None,
+                "hard_roc_auc_minus_classifier": auc_bootstrap(d["yh"], score, d["c"]) if score is not None else None,
                 "hard_minus_classifier": paired_bootstrap(d["yh"], dec, d["c"] >= t_cls),
                 "cascade": at_threshold(d["y"], whole.astype(float), 0.5),
                 "cascade_minus_classifier": paired_bootstrap(d["y"], whole, base),
@@ -139,6 +140,14 @@ def main():
         out["runtime_test"] = runtime_check(a, rows["test"], data["test"], rules[best](data["test"]), t_cls)
     Path(a.out).write_text(json.dumps(out, indent=1))
     print(f"wrote {a.out}")
+
+
+def auc_bootstrap(y, a, b, resamples=1000, seed=0):
+    """ROC AUC of scores `a` minus that of `b` on the same rows, with a paired 95 % percentile interval."""
+    idx = np.random.default_rng(seed).integers(0, len(y), (resamples, len(y)))
+    diffs = [roc_auc_score(y[i], a[i]) - roc_auc_score(y[i], b[i]) for i in idx]
+    return {"diff": float(roc_auc_score(y, a) - roc_auc_score(y, b)),
+            "ci95": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]}
 
 
 def manifest_weights(fit, t_g):
