@@ -53,7 +53,12 @@ KO_HELP = "힘들 때는 혼자 견디지 말고 24시간 자살예방상담전�
 EN_HELP = ("If you are thinking about suicide or self-harm, please call or text 988 (US Suicide & Crisis Lifeline) "
            "or your local emergency number.")
 
-STATS = {"filtered": Counter(), "self_harm_amended": Counter(), "sources_read": Counter()}
+STATS = {"filtered": Counter(), "self_harm_amended": Counter(), "misplaced_help_removed": Counter(),
+         "sources_read": Counter()}
+# A sentence that points to a crisis line: a crisis number with a contact word, or a crisis-line name.
+CRISIS_NUMBER = re.compile(r"(?<![\d-])(109|1393|988|1577-0199)(?![\d-])")
+CONTACT = re.compile(r"전화|상담|문자|call|text|dial|line|hotline", re.I)
+CRISIS_NAME = re.compile(r"자살\s*예방|생명의\s*전화|crisis (life)?line|crisis text line|suicide (hotline|prevention)", re.I)
 
 
 # ---------------------------------------------------------------- helpers
@@ -413,15 +418,35 @@ def amend_self_harm(r):
     return {**r, "response": resp}
 
 
+def is_crisis_sentence(s):
+    return bool(CRISIS_NAME.search(s) or (CRISIS_NUMBER.search(s) and CONTACT.search(s)))
+
+
+def strip_misplaced_help(r):
+    """A crisis line belongs in self-harm replies only (amend_self_harm adds it there). Elsewhere, e.g. a weapons
+    refusal ending in "call 988", it teaches the model to append a crisis line to any refusal, and the shipped
+    replies show exactly that; so those sentences are dropped (the length filter then judges what is left)."""
+    if is_self_harm(r):
+        return r
+    sents = re.split(r"(?<=[.!?다요])\s+", r["response"])
+    kept = [x for x in sents if not is_crisis_sentence(x)]
+    if len(kept) == len(sents):
+        return r
+    STATS["misplaced_help_removed"][f"{r['task']}/{r['lang']}"] += 1
+    return {**r, "response": " ".join(kept).strip()}
+
+
 def clean(rows):
-    """Length and language filters, self-harm help line, and dedupe (pairs; same response; responses per query)."""
+    """Crisis lines only in self-harm replies, length and language filters, self-harm help line, and dedupe (pairs;
+    same response; responses per query)."""
     out, pair_seen = [], set()
     same_resp, per_query = Counter(), Counter()
     for r in rows:
         resp = re.sub(r"\s+", " ", r["response"]).strip()
         if r["lang"] == "en":
             resp = straight_quotes(resp)
-        r = {**r, "response": resp, "text": r["text"].strip()}
+        r = strip_misplaced_help({**r, "response": resp, "text": r["text"].strip()})
+        resp = r["response"]
         if not r["text"]:
             STATS["filtered"]["empty query"] += 1
             continue
@@ -581,6 +606,7 @@ def main():
                                                  for r in heldback)),
              "self_harm_amended": dict(STATS["self_harm_amended"]),
              "self_harm_amended_total": sum(STATS["self_harm_amended"].values()),
+             "misplaced_help_removed": dict(STATS["misplaced_help_removed"]),
              "filtered": dict(sorted(STATS["filtered"].items())), "balance": STATS["balance"],
              "sources_read": dict(STATS["sources_read"])}
     for sp, rows in splits.items():
@@ -593,7 +619,8 @@ def main():
         }
     (OUT / "stats.json").write_text(json.dumps(stats, indent=1, ensure_ascii=False) + "\n")
     print(json.dumps({sp: v["task_lang"] for sp, v in stats["splits"].items()}, indent=1))
-    print("heldback", stats["heldback"], "self-harm amended", stats["self_harm_amended"])
+    print("heldback", stats["heldback"], "self-harm amended", stats["self_harm_amended"],
+          "misplaced crisis lines removed", stats["misplaced_help_removed"])
     print("filtered", json.dumps(stats["filtered"], indent=1, ensure_ascii=False))
     print("balance", stats["balance"])
     if "--sample" in sys.argv:
