@@ -3,8 +3,9 @@
 //! `thresholds.cascade_band` (chosen on dev by `training/guardian/eval.py`) or defaults to [0.2, 0.8].
 //!
 //! Inside the band the guardian's score alone decides, unless the manifest has `thresholds.cascade_fusion`: then the
-//! verdict's P(unsafe) combines both models' scores ([`Fusion`]), because on the hard rows neither model alone is
-//! better than the two together (training/guardian/fusion.py measures it on the whole dev and test splits).
+//! verdict's P(unsafe) combines both models' scores ([`Fusion`]): their errors on the uncertain messages differ, and
+//! together they rank them better than either alone (training/guardian/fusion.py measures it on the whole dev and
+//! test splits).
 
 use serde::{Deserialize, Serialize};
 

@@ -36,7 +36,8 @@ pub struct Verdict {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<VerdictError>,
     /// Which model's scores decided: the fast `classifier`, or the generative `guardian` (the cascade hands it
-    /// the classifier's uncertain scores; `Guardian::classify` always says `guardian`).
+    /// the classifier's uncertain scores and it re-decides them, alone or combined with the classifier's score as
+    /// `cascade.fusion` says; `Guardian::classify` always says `guardian`).
     #[serde(default)]
     pub decided_by: DecidedBy,
     /// Present when the cascade ran (`cascade::refine`): the classifier's score, the guardian's (when it ran)

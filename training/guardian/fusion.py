@@ -3,7 +3,7 @@ decision to the guardian alone? Reads hard_eval.py's output (every hard row's cl
 classifier's whole dev and test splits), fits each rule on the dev split's hard rows only, and reports it on test.
 
 Rules (all decide only inside the band; outside it the classifier's verdict stands):
-- guardian: the guardian's score at its manifest threshold (today's cascade);
+- guardian: the guardian's score at its manifest threshold (the cascade without fusion);
 - english: the guardian decides English messages, the classifier Korean ones (the guardian is better in English);
 - stack: logistic regression on the two scores' logits, threshold chosen on dev;
 - stack_lang: the same with a per-language bias and weights.
@@ -38,11 +38,36 @@ def logit(p):
     return np.log(p / (1 - p))
 
 
-def features(c, g, en, per_lang):
-    x = [logit(c), logit(g)]
+def features(d, per_lang):
+    """A split's hard rows as regression inputs: both logits, and with `per_lang` an English indicator and its
+    products with them (so English gets its own bias and weights)."""
+    x = [logit(d["c"]), logit(d["g"])]
     if per_lang:
-        x += [en, en * logit(c), en * logit(g)]
+        x += [d["en"], d["en"] * logit(d["c"]), d["en"] * logit(d["g"])]
     return np.stack(x, 1)
+
+
+class Stack:
+    """Logistic regression on the hard rows' scores, decided at the threshold that maximises the dev cascade's F1
+    (the metric the classifier's own threshold was chosen by)."""
+
+    def __init__(self, dev, per_lang, t_cls):
+        self.per_lang = per_lang
+        self.lr = LogisticRegression(C=1.0, max_iter=1000).fit(features(dev, per_lang), dev["yh"])
+        z = self.score(dev)
+        grid = np.quantile(z, np.linspace(0.02, 0.98, 193))
+        self.threshold = float(max(grid, key=lambda t: (
+            round(cascade_f1(dev["y"], dev["c_all"], dev["hard"], z >= t, t_cls)[0], 6), t)))
+
+    def score(self, d):
+        return self.lr.decision_function(features(d, self.per_lang))
+
+    def __call__(self, d):
+        return self.score(d) >= self.threshold
+
+    def fit(self):
+        return dict(coef=self.lr.coef_[0].tolist(), intercept=float(self.lr.intercept_[0]),
+                    threshold=self.threshold, per_lang=self.per_lang)
 
 
 def cascade_f1(y, c_all, hard, decision_hard, t_cls):
@@ -61,8 +86,9 @@ def main():
     a = ap.parse_args()
     he = json.loads(Path(a.hard_eval).read_text())
     t_cls = he["classifier_threshold"]
-    (key, m), = [(k, v) for k, v in he["models"].items() if Path(k).resolve() == Path(a.model).resolve()] or \
-        list(he["models"].items())[:1]
+    # the entry for --model (hard_eval.py keys its results by the directory it was given)
+    key, m = next(((k, v) for k, v in he["models"].items() if Path(k).resolve() == Path(a.model).resolve()),
+                  next(iter(he["models"].items())))
     t_g = m["guardian_threshold"]
     rows = split_rows()
     data = {}
@@ -82,24 +108,16 @@ def main():
             c=np.array([hard_ids[ids[i]]["classifier"] for i in h]),
             g=np.array([hard_ids[ids[i]]["guardian"] for i in h]),
             en=np.array([by_id[ids[i]]["lang"] == "en" for i in h], dtype=float))
-    rules = {}
-    dev, test = data["dev"], data["test"]
-    rules["classifier"] = lambda d: d["c"] >= t_cls
-    rules["guardian"] = lambda d: d["g"] >= t_g
-    rules["english"] = lambda d: np.where(d["en"] > 0, d["g"] >= t_g, d["c"] >= t_cls)
+    rules = {
+        "classifier": lambda d: d["c"] >= t_cls,
+        "guardian": lambda d: d["g"] >= t_g,
+        "english": lambda d: np.where(d["en"] > 0, d["g"] >= t_g, d["c"] >= t_cls),
+    }
+    scores = {"classifier": lambda d: d["c"], "guardian": lambda d: d["g"]}
     fitted = {}
     for name, per_lang in (("stack", False), ("stack_lang", True)):
-        lr = LogisticRegression(C=1.0, max_iter=1000).fit(features(dev["c"], dev["g"], dev["en"], per_lang), dev["yh"])
-        z_dev = lr.decision_function(features(dev["c"], dev["g"], dev["en"], per_lang))
-        # the threshold that maximises the dev cascade's F1 (the metric the classifier's threshold was chosen by)
-        grid = np.quantile(z_dev, np.linspace(0.02, 0.98, 193))
-        best = max(grid, key=lambda t: (round(cascade_f1(dev["y"], dev["c_all"], dev["hard"], z_dev >= t, t_cls)[0], 6), t))
-        fitted[name] = dict(coef=lr.coef_[0].tolist(), intercept=float(lr.intercept_[0]), threshold=float(best),
-                            per_lang=per_lang)
-        rules[name] = (lambda lr, per_lang, best: lambda d:
-                       lr.decision_function(features(d["c"], d["g"], d["en"], per_lang)) >= best)(lr, per_lang, best)
-        fitted[name]["score"] = (lambda lr, per_lang: lambda d:
-                                 lr.decision_function(features(d["c"], d["g"], d["en"], per_lang)))(lr, per_lang)
+        rules[name] = stack = Stack(data["dev"], per_lang, t_cls)
+        scores[name], fitted[name] = stack.score, stack.fit()
     out = {"classifier_threshold": t_cls, "guardian_threshold": t_g, "model": key, "rules": {}}
     for name, rule in rules.items():
         res = {}
@@ -107,7 +125,7 @@ def main():
             dec = rule(d)
             f1, whole = cascade_f1(d["y"], d["c_all"], d["hard"], dec, t_cls)
             base = d["c_all"] >= t_cls
-            score = fitted[name]["score"](d) if name in fitted else {"classifier": d["c"], "guardian": d["g"]}.get(name)
+            score = scores[name](d) if name in scores else None
             res[split] = {
                 "hard_f1": at_threshold(d["yh"], dec.astype(float), 0.5)["f1"],
                 "hard_accuracy": float((dec == d["yh"]).mean()),
@@ -126,7 +144,7 @@ def main():
                   f" | cascade F1 {100 * res[split]['cascade']['f1']:.2f} diff {100 * b['f1_diff']:+.2f} "
                   f"[{100 * b['f1_ci95'][0]:+.2f}, {100 * b['f1_ci95'][1]:+.2f}] recall "
                   f"{100 * res[split]['cascade']['recall']:.1f} FPR {100 * res[split]['cascade']['fpr']:.1f}")
-        out["rules"][name] = {**res, **({k: v for k, v in fitted[name].items() if k != "score"} if name in fitted else {})}
+        out["rules"][name] = {**res, **fitted.get(name, {})}
     best = max(fitted, key=lambda k: out["rules"][k]["dev"]["cascade"]["f1"])
     out["chosen"] = best
     out["cascade_fusion"] = manifest_weights(fitted[best], t_g)
