@@ -179,6 +179,9 @@ def main():
       f"its shipped threshold ({ev['classifier_threshold']:.2f}). Messages over 512 guardian tokens keep the "
       f"classifier's score (dev {ev.get('dev_guardian_refused', 0)}, test {ev.get('test_guardian_refused', 0)} rows).\n")
     w("### Classification: classifier, guardian and the cascade on the same rows\n")
+    if (run / "fusion.json").is_file():
+        w("The cascade rows here hand the band to the guardian alone; the shipped cascade combines both scores there "
+          "(`cascade_fusion`, see \"The shipped cascade\" below, measured on the whole splits).\n")
     w("| split | model | lang | n | F1 | precision | recall | FPR | AUPRC |\n|---|---|---|---|---|---|---|---|---|")
     for split in ("dev", "test"):
         L.extend(metric_rows(split, ev[split], [("classifier", "classifier"), ("guardian", "guardian"),
