@@ -7,8 +7,8 @@ guardian's cascade band (its manifest's `cascade_band`, chosen by eval.py on the
 go to that guardian through the runtime (`slm-guard classify --jsonl --model DIR`), at its manifest's threshold.
 The guardian never trained on these splits (data.py keeps every unified dev/test query out of its train file).
 Per split and model: F1, accuracy, FPR and ROC AUC of both models on the hard rows, the paired bootstrap of guardian
-minus classifier (F1 and accuracy), and the cascade against the classifier alone on the whole split (paired
-bootstrap too). The hard rows' scores are kept in the output for re-analysis.
+minus classifier (F1 and accuracy), and the guardian-alone cascade against the classifier alone on the whole split
+(paired bootstrap too). The hard rows' scores are kept in the output: fusion.py fits the shipped band rule from them.
 
     python training/guardian/hard_eval.py --model models/guardian [--model DIR ...] [--out FILE]
 """
