@@ -370,6 +370,17 @@ mod tests {
         assert_eq!(back.decided_by, DecidedBy::Classifier);
     }
 
+    /// A minimal guardian manifest with these `thresholds`, parsed.
+    fn parse(thresholds: &str) -> Result<Manifest> {
+        let base = r#"{"name":"g","version":"1","format_version":1,"task":"guardian",
+            "architecture":{"type":"gemma3-decoder","hidden":640,"layers":18,"heads":4,"ffn":2048,"vocab":100,"context":2048},
+            "quantization":{},"text":{"normalization":"slm-guard-v1","max_tokens":512},"categories":["crime"],
+            "special_tokens":{"<bos>":2,"<|pred|>":6,"<|expl|>":7,"<|force-safety|>":8,"<|safe|>":9,"<|unsafe|>":10,"<|cat_crime|>":11},
+            "files":{"model.gguf":{"sha256":"x","bytes":1},"tokenizer.json":{"sha256":"y","bytes":1}},
+            "thresholds":THRESHOLDS}"#;
+        Manifest::parse(base.replace("THRESHOLDS", thresholds).as_bytes())
+    }
+
     #[test]
     fn fusion_is_a_logistic_combination_per_language() {
         let w = |bias, classifier, guardian| FusionWeights {
@@ -397,13 +408,6 @@ mod tests {
 
     #[test]
     fn manifest_fusion() {
-        let base = r#"{"name":"g","version":"1","format_version":1,"task":"guardian",
-            "architecture":{"type":"gemma3-decoder","hidden":640,"layers":18,"heads":4,"ffn":2048,"vocab":100,"context":2048},
-            "quantization":{},"text":{"normalization":"slm-guard-v1","max_tokens":512},"categories":["crime"],
-            "special_tokens":{"<bos>":2,"<|pred|>":6,"<|expl|>":7,"<|force-safety|>":8,"<|safe|>":9,"<|unsafe|>":10,"<|cat_crime|>":11},
-            "files":{"model.gguf":{"sha256":"x","bytes":1},"tokenizer.json":{"sha256":"y","bytes":1}},
-            "thresholds":THRESHOLDS}"#;
-        let parse = |t: &str| Manifest::parse(base.replace("THRESHOLDS", t).as_bytes());
         let m = parse(r#"{"unsafe":0.5,"cascade_fusion":{"ko":{"bias":0.1,"classifier":0.6,"guardian":0.2},"en":{"bias":-0.2,"classifier":0.4,"guardian":0.3}}}"#).unwrap();
         let f = m.cascade_fusion.expect("fusion parsed");
         assert_eq!((f.ko.bias, f.ko.classifier, f.ko.guardian), (0.1, 0.6, 0.2));
@@ -424,13 +428,6 @@ mod tests {
 
     #[test]
     fn manifest_band() {
-        let base = r#"{"name":"g","version":"1","format_version":1,"task":"guardian",
-            "architecture":{"type":"gemma3-decoder","hidden":640,"layers":18,"heads":4,"ffn":2048,"vocab":100,"context":2048},
-            "quantization":{},"text":{"normalization":"slm-guard-v1","max_tokens":512},"categories":["crime"],
-            "special_tokens":{"<bos>":2,"<|pred|>":6,"<|expl|>":7,"<|force-safety|>":8,"<|safe|>":9,"<|unsafe|>":10,"<|cat_crime|>":11},
-            "files":{"model.gguf":{"sha256":"x","bytes":1},"tokenizer.json":{"sha256":"y","bytes":1}},
-            "thresholds":THRESHOLDS}"#;
-        let parse = |t: &str| Manifest::parse(base.replace("THRESHOLDS", t).as_bytes());
         let m = parse(r#"{"unsafe":0.4,"cascade_band":[0.1,0.9]}"#).unwrap();
         assert_eq!(m.thresholds.get("unsafe"), Some(&0.4));
         assert!(!m.thresholds.contains_key("cascade_band"));

@@ -11,6 +11,15 @@ fn cli() -> Command {
     c
 }
 
+/// One JSON value per line of a command's stdout.
+fn json_lines(stdout: Vec<u8>) -> Vec<serde_json::Value> {
+    String::from_utf8(stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[test]
 fn classify_prints_a_verdict() {
     let out = cli()
@@ -53,11 +62,7 @@ fn jsonl_streams_echoes_ids_and_survives_bad_lines() {
     drop(stdin);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(out.stdout);
     assert_eq!(lines.len(), 7, "one output per non-blank input line");
     assert_eq!(lines[0]["id"], 1);
     assert_eq!(lines[0]["meta"]["a"], 1);
@@ -177,11 +182,7 @@ fn classify_cascade_routes_by_the_band_and_says_who_decided() {
     drop(stdin);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(out.stdout);
     assert_eq!(lines.len(), texts.len());
     for l in &lines {
         let v = &l["verdict"];

@@ -18,7 +18,6 @@ that the Rust cascade computes what was fitted here.
 """
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from sklearn.metrics import roc_auc_score
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from training.eval.metrics import at_threshold  # noqa: E402
-from training.guardian.eval import paired_bootstrap  # noqa: E402
+from training.guardian.eval import cli_verdicts, paired_bootstrap  # noqa: E402
 from training.guardian.hard_eval import split_rows  # noqa: E402
 
 
@@ -181,14 +180,9 @@ def manifest_weights(fit, t_g):
 
 def runtime_check(a, rows, d, predicted_hard, t_cls):
     """The Rust cascade on the whole split: its verdicts against the fitted rule's decisions, and its numbers."""
-    lines = "".join(json.dumps({"id": i, "text": r["text"]}, ensure_ascii=False) + "\n" for i, r in enumerate(rows))
-    run = subprocess.run([a.bin, "classify", "--jsonl", "--cascade", a.model], input=lines, capture_output=True,
-                         text=True, check=True)
-    flagged = np.zeros(len(rows), dtype=bool)
-    fused = np.zeros(len(rows), dtype=bool)
-    for v in map(json.loads, run.stdout.splitlines()):
-        flagged[v["id"]] = v["verdict"]["flagged"] if "verdict" in v else True
-        fused[v["id"]] = bool(v.get("verdict", {}).get("cascade", {}).get("fusion"))
+    verdicts = cli_verdicts(rows, a.bin, ["--cascade", a.model])
+    flagged = np.array([v["flagged"] if v else True for v in verdicts])
+    fused = np.array([bool(v and v.get("cascade", {}).get("fusion")) for v in verdicts])
     expected = (d["c_all"] >= t_cls).copy()
     expected[d["hard"]] = predicted_hard
     res = {"agreement": float((flagged == expected).mean()), "fused_rows": int(fused.sum()),
