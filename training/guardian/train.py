@@ -64,10 +64,12 @@ def load_rows(path, tok):
 class Sampler:
     """Per step: `classify_share` of the batch from classify rows, each (lang, unsafe) group equally likely;
     the rest from respond/force rows, uniformly. With hard rows (`hard_cases.py`, marked `hard`), `hard_share`
-    of the classify part comes from them instead, uniformly."""
+    of the classify part comes from them instead, uniformly. With `ko_share`, a classify row is Korean with that
+    probability (then safe / unsafe equally likely) instead of every language getting the same share: Korean is
+    76 % of the classify rows and 91 % of the messages the cascade hands the guardian."""
 
-    def __init__(self, rows, seed, classify_share, hard_share=0.0):
-        self.seed, self.share, self.hard_share = seed, classify_share, hard_share
+    def __init__(self, rows, seed, classify_share, hard_share=0.0, ko_share=None):
+        self.seed, self.share, self.hard_share, self.ko_share = seed, classify_share, hard_share, ko_share
         groups = {}
         for i, r in enumerate(rows):
             if r.get("hard"):
@@ -78,6 +80,8 @@ class Sampler:
                 key = ("respond",)
             groups.setdefault(key, []).append(i)
         self.cls_groups = [v for k, v in sorted(groups.items()) if k[0] == "classify"]
+        self.by_lang = {lang: [v for k, v in sorted(groups.items()) if k[:2] == ("classify", lang)]
+                        for lang in ("ko", "en")}
         self.resp = groups.get(("respond",), [])
         self.hard = groups.get(("hard",), [])
 
@@ -86,7 +90,11 @@ class Sampler:
         n_cls = round(size * self.share) if self.resp else size
         n_hard = round(n_cls * self.hard_share) if self.hard else 0
         out = [rng.choice(self.hard) for _ in range(n_hard)]
-        out += [rng.choice(rng.choice(self.cls_groups)) for _ in range(n_cls - n_hard)]
+        if self.ko_share is None:
+            out += [rng.choice(rng.choice(self.cls_groups)) for _ in range(n_cls - n_hard)]
+        else:
+            out += [rng.choice(rng.choice(self.by_lang["ko" if rng.random() < self.ko_share else "en"]))
+                    for _ in range(n_cls - n_hard)]
         out += [rng.choice(self.resp) for _ in range(size - n_cls)]
         return out
 
@@ -298,6 +306,8 @@ def main():
     ap.add_argument("--classify-share", type=float, default=0.6)
     ap.add_argument("--hard", help="extra classify rows the classifier is unsure about (hard_cases.py's hard.jsonl)")
     ap.add_argument("--hard-share", type=float, default=0.5, help="share of the classify part drawn from --hard")
+    ap.add_argument("--ko-share", type=float, help="share of the classify rows drawn from Korean (default: each "
+                    "language x label group equally likely, i.e. half Korean)")
     ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps (a continuation needs fewer)")
     ap.add_argument("--chunk-tokens", type=int, default=0, help="run each batch as length-sorted chunks of at most "
                     "this many padded tokens (0: one padded batch); same gradients, far less padding in big batches")
@@ -353,7 +363,7 @@ def main():
             opt.load_state_dict(ck["opt"])
             step, history, best = ck["step"], ck["history"], ck["best"]
             print(f"resumed at step {step}", flush=True)
-    sampler = Sampler(rows, a.seed, a.classify_share, a.hard_share)
+    sampler = Sampler(rows, a.seed, a.classify_share, a.hard_share, a.ko_share)
     dev_rows = dev_cls + dev_resp
     t_run = time.time()
     while step < a.steps:
