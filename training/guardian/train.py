@@ -322,6 +322,8 @@ def main():
     ap.add_argument("--init-delta", help="start from this delta.gguf (e.g. models/guardian/delta.gguf: continue the "
                     "shipped guardian) instead of the base model; ignored when resuming from last.pt")
     a = ap.parse_args()
+    if a.ko_share is not None and not 0.0 <= a.ko_share <= 1.0:
+        ap.error(f"--ko-share {a.ko_share}: a share between 0 and 1")
     data, run = Path(a.data), Path(a.run)
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
