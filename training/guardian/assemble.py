@@ -107,9 +107,9 @@ def delta_gguf(d, manifest):
     if not packed.is_file() or sha256(packed) != entry["sha256"]:
         sys.exit(f"{packed}: missing, or its sha256 does not match manifest.json (tampered or truncated)")
     from training.common.assets import gemma_gguf
-    from training.guardian.delta_codec import decode
+    from training.guardian.delta_codec import ENCODING_V1, decode
     tmp = path.with_suffix(".tmp")
-    decode(packed, tmp, gemma_gguf())
+    decode(packed, tmp, gemma_gguf(), entry.get("encoding", ENCODING_V1))
     if sha256(tmp) != entry["gguf_sha256"]:
         tmp.unlink()
         sys.exit(f"{packed} decoded to a delta.gguf whose sha256 is not the manifest's: base package or numpy/gguf "
