@@ -7,9 +7,9 @@ put in (the trained blocks dequantized from their Q8_0): it then measures prunin
 blocks and the runtime's int8 arithmetic, but not the rounding of the trained blocks themselves.
 Pruning can only change the classify score through tokenization (the score reads two fixed rows), so the share of
 queries whose ids change under the pruned tokenizer is reported with it; quantization shows as the score difference.
-Writes training/runs/guardian/quant.json ({"rows": ..., "markdown": ...}) for card.py.
+Writes training/runs/guardian/quant.json, or --out ({"rows": ..., "markdown": ...}), for card.py.
 
-    python training/guardian/quant_cost.py [--rows 600]
+    python training/guardian/quant_cost.py [--rows 600] [--checkpoint RUN/best.pt --out RUN/quant.json]
 """
 import argparse
 import json
@@ -33,6 +33,7 @@ def main():
     ap.add_argument("--model", default=str(ROOT / "models/guardian"))
     ap.add_argument("--bin", default=str(ROOT / "target/release/slm-guard"))
     ap.add_argument("--rows", type=int, default=600)
+    ap.add_argument("--out", default=str(RUN / "quant.json"))
     a = ap.parse_args()
     torch.set_num_threads(2)
     rows = rows_of(DATA, "dev")
@@ -78,7 +79,7 @@ def main():
         f"vocabulary fall back to shorter pieces or bytes). Score difference after/before: mean "
         f"{res['mean_abs_score_diff']:.4f}, max {res['max_abs_score_diff']:.4f}; {res['decision_flips']} decisions "
         f"flip at the threshold.")
-    (RUN / "quant.json").write_text(json.dumps(res, indent=1))
+    Path(a.out).write_text(json.dumps(res, indent=1))
     print(res["markdown"])
 
 
