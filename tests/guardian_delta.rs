@@ -10,8 +10,8 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A scratch model directory: the manifest, the packed delta (optionally altered) and, so that nothing else is
-/// rebuilt, the assembled model.gguf.
+/// A scratch model directory: the manifest, the packed delta (optionally altered), the packed tokenizer and, so
+/// that nothing else is rebuilt, the assembled model.gguf.
 fn scratch(name: &str, alter: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
     let src = repo().join("models/guardian");
     let dir = std::env::temp_dir().join(format!("slm-guard-delta-{name}-{}", std::process::id()));
@@ -19,6 +19,7 @@ fn scratch(name: &str, alter: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(src.join("manifest.json"), dir.join("manifest.json")).unwrap();
     std::fs::copy(src.join("model.gguf"), dir.join("model.gguf")).unwrap();
+    std::fs::copy(src.join("tokenizer.json.xz"), dir.join("tokenizer.json.xz")).unwrap();
     let mut packed = std::fs::read(src.join("delta.q8diff.xz")).unwrap();
     alter(&mut packed);
     std::fs::write(dir.join("delta.q8diff.xz"), packed).unwrap();
@@ -68,6 +69,11 @@ fn the_packed_delta_decodes_to_the_manifest_delta() {
         delta.len() as u64,
         m["delta"]["gguf_bytes"].as_u64().unwrap()
     );
+    let tok = std::fs::read(dir.join("tokenizer.json")).unwrap();
+    assert_eq!(
+        slm_guard::manifest::sha256_hex(&tok),
+        m["files"]["tokenizer.json"]["sha256"].as_str().unwrap()
+    );
     // the packed form is what keeps the tree small: well under the decoded size
     assert!(m["delta"]["bytes"].as_u64().unwrap() * 2 < delta.len() as u64);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -89,6 +95,31 @@ fn a_tampered_or_truncated_delta_is_refused() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("tampered or truncated"), "{err}");
         assert!(!dir.join("delta.gguf").exists(), "nothing decoded");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn a_tampered_or_truncated_tokenizer_is_refused() {
+    if !ready() {
+        return;
+    }
+    for (name, cut) in [("tok-flip", false), ("tok-cut", true)] {
+        let dir = scratch(name, |_| {});
+        let path = dir.join("tokenizer.json.xz");
+        let mut b = std::fs::read(&path).unwrap();
+        if cut {
+            b.truncate(b.len() / 2);
+        } else {
+            let mid = b.len() / 2;
+            b[mid] ^= 1;
+        }
+        std::fs::write(&path, b).unwrap();
+        let out = assemble(&dir);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("tampered or truncated"), "{err}");
+        assert!(!dir.join("tokenizer.json").exists(), "nothing expanded");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -5,7 +5,8 @@ So git holds the delta (what fine-tuning changed: the top blocks, the final norm
 rows; already in the shipped quantization; plus the kept vocabulary ids) as `delta.q8diff.xz`, which this script
 first decodes to `delta.gguf` (delta_codec.py: exact, sha256-checked), and then it rebuilds the full file: base tensors are dequantized, sliced to the kept vocabulary and re-quantized exactly as `export.py`
 does, delta tensors are copied byte for byte. The result must match the sha256 in manifest.json, so every machine
-runs the very model that was evaluated. Needs numpy + gguf only (no torch).
+runs the very model that was evaluated. It also expands the committed `tokenizer.json.xz` (sha256-checked). Needs
+numpy + gguf only (no torch).
 
     python training/guardian/assemble.py            # idempotent: does nothing when model.gguf already matches
 """
@@ -119,12 +120,36 @@ def delta_gguf(d, manifest):
     return path
 
 
+def tokenizer_json(d, manifest):
+    """models/guardian/tokenizer.json, expanded from the committed `tokenizer.json.xz` when it is missing or stale
+    (git keeps it compressed: 2.6 MB -> ~0.5 MB keeps the tracked tree small enough to travel to a device machine).
+    Checked against the manifest's sha256 either way."""
+    import lzma
+    path, packed = d / "tokenizer.json", d / "tokenizer.json.xz"
+    want = manifest["files"]["tokenizer.json"]["sha256"]
+    if path.is_file() and sha256(path) == want:
+        return
+    if not packed.is_file():
+        sys.exit(f"{path}: missing or its sha256 does not match manifest.json, and there is no {packed.name}")
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_bytes(lzma.decompress(packed.read_bytes()))
+    except lzma.LZMAError as e:
+        sys.exit(f"{packed}: not a valid xz file ({e}): tampered or truncated")
+    if sha256(tmp) != want:
+        tmp.unlink()
+        sys.exit(f"{packed} expanded to a tokenizer.json whose sha256 is not the manifest's (tampered or truncated)")
+    tmp.replace(path)
+    print(f"{path}: expanded from {packed.name} and verified")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", default=str(MODEL_DIR))
     a = ap.parse_args()
     d = Path(a.dir)
     manifest = json.loads((d / "manifest.json").read_text())
+    tokenizer_json(d, manifest)
     delta = delta_gguf(d, manifest)
     want = manifest["files"]["model.gguf"]["sha256"]
     out = d / "model.gguf"

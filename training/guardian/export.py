@@ -19,6 +19,7 @@ import argparse
 import copy
 import hashlib
 import json
+import lzma
 import sys
 from pathlib import Path
 
@@ -132,6 +133,8 @@ def main():
     tok_json = json.loads(Path(BASE_TOKENIZER).read_text(encoding="utf-8"))
     pruned = prune_tokenizer(tok_json, old_ids)
     (out / "tokenizer.json").write_text(json.dumps(pruned, ensure_ascii=False), encoding="utf-8")
+    # what git keeps (assemble.py expands it on setup, checked against the manifest's sha256)
+    (out / "tokenizer.json.xz").write_bytes(lzma.compress((out / "tokenizer.json").read_bytes(), preset=9))
     state = ck["state"] if ck else {"special_ids": torch.tensor(sorted(spec.SPECIALS.values())),
                                     "special_rows": model.token_embd.weight[sorted(spec.SPECIALS.values())],
                                     "first": model.cfg.layers}
