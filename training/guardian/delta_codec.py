@@ -13,7 +13,7 @@ Two encodings (the manifest's `delta.encoding` says which; `decode` reads both):
 - v2 (`ENCODING`, written now): the same scale XOR, but the int8 values minus the base re-quantized at the delta's
   own row scale (nearly every row's scale moved a little, and a moved scale shifts every value of the row), and each
   tensor stored as all its scales, then all its values (interleaved scales break the compressor's byte statistics);
-  xz with no literal context (the residuals are near-i.i.d. small integers). v1.2: 107 -> 29.9 MB, near the
+  xz with no literal context (the residuals are near-i.i.d. small integers). v1.2: 107 -> 30.3 MB, near the
   residuals' order-0 entropy (2.37 bits per weight).
 
     python training/guardian/delta_codec.py encode models/guardian/delta.gguf models/guardian/delta.q8diff.xz
