@@ -90,13 +90,18 @@ fn a_tampered_or_truncated_delta_is_refused() {
     });
     let truncated = scratch("cut", |b| b.truncate(b.len() / 3));
     for dir in [flipped, truncated] {
-        let out = assemble(&dir);
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("tampered or truncated"), "{err}");
-        assert!(!dir.join("delta.gguf").exists(), "nothing decoded");
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_refused(&dir, "delta.gguf");
     }
+}
+
+/// assemble.py refuses the scratch directory as tampered or truncated and writes nothing to `unwritten`.
+fn assert_refused(dir: &Path, unwritten: &str) {
+    let out = assemble(dir);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tampered or truncated"), "{err}");
+    assert!(!dir.join(unwritten).exists(), "{unwritten} written");
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -115,11 +120,6 @@ fn a_tampered_or_truncated_tokenizer_is_refused() {
             b[mid] ^= 1;
         }
         std::fs::write(&path, b).unwrap();
-        let out = assemble(&dir);
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("tampered or truncated"), "{err}");
-        assert!(!dir.join("tokenizer.json").exists(), "nothing expanded");
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_refused(&dir, "tokenizer.json");
     }
 }
