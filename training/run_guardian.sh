@@ -8,9 +8,11 @@
 # Extra arguments go to train.py (e.g. --steps 3000 --train-layers 10; --init-delta models/guardian/delta.gguf
 # continues the shipped guardian instead of starting from the base; --hard FILE mixes in the classifier's hard
 # cases from training/guardian/hard_cases.py, tried once, see RUN_NOTES.md; --ko-share 0.8 draws 80 % of the classify
-# rows from Korean, as in w2, whose fused cascade beat the classifier on the hard cases; not shipped). The shipped v1.1 is v1 continued with
-#   --init-delta models/guardian/delta.gguf --steps 260 --batch 64 --chunk-tokens 2048 --classify-share 0.9
-#   --lr 1e-4 --special-lr 5e-4 --warmup 20 --eval-every 65 --seed 31      (~43 min on 2 CPU cores)
+# rows from Korean). The shipped v1.2 is three continuations of v1 (RUN_NOTES.md has each command): v1.1
+#   --init-delta <v1> --steps 260 --batch 64 --chunk-tokens 2048 --classify-share 0.9
+#   --lr 1e-4 --special-lr 5e-4 --warmup 20 --eval-every 65 --seed 31      (~43 min on 2 CPU cores),
+# then w1 (--train-layers 18 --steps 200 --classify-share 0.8 --lr 5e-5, ~31 min) and w2 (--train-layers 18 --steps
+# 330 --classify-share 0.85 --ko-share 0.8 --lr 4e-5, best step 220, ~53 min).
 # `--fresh` deletes the previous run first.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"

@@ -164,7 +164,7 @@ def main():
     w("| Special tokens | " + ", ".join(f"`{k}` {v}" for k, v in man["special_tokens"].items()) + " |")
     w("| Files | `model.gguf` (row-scaled Q8_0 everywhere, norms F32; rebuilt on setup from the base package + "
       "`delta.gguf`, sha256-checked), `delta.q8diff.xz` (in git: `delta.gguf` as byte differences from the base, "
-      "compressed; decoded exactly on setup), `tokenizer.json`, `manifest.json`, `reference.json` (parity data), "
+      "compressed; decoded exactly on setup), `tokenizer.json` (in git as `tokenizer.json.xz`, expanded on setup), `manifest.json`, `reference.json` (parity data), "
       "`eval.json`, `responses.jsonl` |")
     w(f"| Size | model.gguf {man['files']['model.gguf']['bytes'] / 1e6:.1f} MB + tokenizer "
       f"{man['files']['tokenizer.json']['bytes'] / 1e6:.1f} MB download (target <= 150 MB) |\n")
