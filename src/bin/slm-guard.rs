@@ -234,6 +234,10 @@ fn respond_cmd(
     if let Some(e) = io_error {
         return Err(e.into());
     }
+    // nothing passed the check: the built-in reply (never streamed, it is not the model's)
+    if r.fallback {
+        print!("{}", r.text);
+    }
     println!();
     let total = t0.elapsed().as_secs_f64();
     let n = r.tokens.len();
@@ -245,8 +249,9 @@ fn respond_cmd(
         0.0
     };
     eprintln!(
-        "[{}] {n} tokens in {total:.2} s; decode {tps:.1} tokens/s; first token after {:.0} ms; load {:.0} ms",
+        "[{}{}] {n} tokens in {total:.2} s; decode {tps:.1} tokens/s; first token after {:.0} ms; load {:.0} ms",
         serde_json::to_value(r.stopped).expect("json").as_str().unwrap_or("?"),
+        if r.fallback { ", built-in reply" } else { "" },
         first.map(|f| (f - t0).as_secs_f64() * 1e3).unwrap_or(0.0),
         g.load_ms()
     );
