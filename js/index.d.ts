@@ -118,6 +118,9 @@ export interface GuardianResponse {
   checked: boolean;
   /** Nothing passed the check: `text` is the built-in safe reply for the message's language. */
   fallback: boolean;
+  /** The classifier rated the message a self-harm risk and the model gave no crisis line, so the gate ended `text`
+   * (and the stream) with a verified one in the message's language. */
+  crisis_line_added: boolean;
   prompt_tokens: number;
   generated_tokens: number;
   max_tokens: number;

@@ -345,7 +345,8 @@ export class Guard {
    * with what was generated and `stopped: 'cancelled'`. With `check` (default true) the reply is released sentence by
    * sentence, each after the classifier has read the reply so far: a flagged sentence is never shown (nor one with a
    * phone number that is not a verified help line), the reply ends there (`stopped: 'unsafe'`), and if nothing
-   * passed, `text` is the built-in safe reply (`fallback: true`).
+   * passed, `text` is the built-in safe reply (`fallback: true`). A reply to a message the classifier rates a
+   * self-harm risk ends with a verified crisis line in its language when the model gave none (`crisis_line_added`).
    * `check: false` streams every token as generated. Errors: NO_GUARDIAN, INPUT_TOO_LONG, INVALID_INPUT.
    */
   async respond(text, { forceSafety = false, maxTokens, noRepeatNgram, check = true, signal, onToken } = {}) {

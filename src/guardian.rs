@@ -99,6 +99,9 @@ pub struct Response {
     pub stopped: StopReason,
     /// The reply gate released nothing, so `text` is the built-in safe reply (`reply::safe_reply`).
     pub fallback: bool,
+    /// The reply gate ended `text` with the crisis line (`reply::crisis_line`): the message was rated a self-harm
+    /// risk and the model gave no crisis line.
+    pub crisis_line_added: bool,
     /// The backend that computed the last token ("cpu" or "webgpu").
     pub backend: &'static str,
 }
@@ -887,6 +890,7 @@ impl Generation {
             tokens: self.tokens,
             stopped,
             fallback: false,
+            crisis_line_added: false,
             backend: self.backend,
         }
     }

@@ -32,6 +32,19 @@ const KNOWN: &[&str] = &[
     "111",
 ];
 
+/// The verified lines for a person at risk of suicide or self-harm (Korea: 109, 1577-0199, Lifeline 1588-9191,
+/// the old 1393; US: 988 and its old number, Crisis Text Line; UK/EU: Samaritans).
+const CRISIS: &[&str] = &[
+    "109",
+    "15770199",
+    "15889191",
+    "1393",
+    "988",
+    "8002738255",
+    "741741",
+    "116123",
+];
+
 /// Words that make a bare number in the same sentence a number to call.
 const CONTACT_WORDS: &[&str] = &[
     "전화",
@@ -92,19 +105,47 @@ const UNITS: &[&str] = &[
     "dollar",
 ];
 
-/// The first phone number in `sentence` that is not a verified line, if any.
-pub fn unknown_number(sentence: &str) -> Option<String> {
-    let lower = sentence.to_lowercase();
-    let contact = CONTACT_WORDS.iter().any(|w| lower.contains(w));
+/// The phone numbers in `sentence`.
+fn phone_numbers(sentence: &str) -> impl Iterator<Item = Number<'_>> {
+    let contact = has_contact_word(sentence);
     numbers(sentence)
         .into_iter()
-        .find(|n| n.is_phone(contact) && !n.is_known())
+        .filter(move |n| n.is_phone(contact))
+}
+
+fn has_contact_word(sentence: &str) -> bool {
+    let lower = sentence.to_lowercase();
+    CONTACT_WORDS.iter().any(|w| lower.contains(w))
+}
+
+/// The first phone number in `sentence` that is not a verified line, if any.
+pub fn unknown_number(sentence: &str) -> Option<String> {
+    phone_numbers(sentence)
+        .find(|n| !n.is_known())
         .map(|n| n.text.to_string())
 }
 
 /// Every phone number in `text` (a whole reply) that is not a verified line, sentence by sentence as the reply
 /// gate reads it: what the gate would withhold, for evaluations of raw replies (`slm-guard respond --jsonl`).
 pub fn unknown_numbers(text: &str) -> Vec<String> {
+    sentences(text).filter_map(unknown_number).collect()
+}
+
+/// True when `text` gives a verified crisis line (not just 112 or 911): what a reply to a message at risk of
+/// self-harm must carry (`reply_gate.rs` adds one when it does not).
+pub fn gives_crisis_line(text: &str) -> bool {
+    sentences(text).any(|s| {
+        // a phone number, or a crisis line's six-digit short code in a sentence about texting it ("741741")
+        let contact = has_contact_word(s);
+        numbers(s).iter().any(|n| {
+            CRISIS.contains(&n.line().as_str())
+                && (n.is_phone(contact) || (contact && n.digits().len() > 5))
+        })
+    })
+}
+
+/// `text` cut after each sentence end, as the reply gate reads a reply.
+fn sentences(text: &str) -> impl Iterator<Item = &str> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut chars = text.char_indices().peekable();
@@ -114,11 +155,11 @@ pub fn unknown_numbers(text: &str) -> Vec<String> {
         let end = crate::guardian::SENTENCE_ENDS.contains(&c) && !next_digit;
         if end || chars.peek().is_none() {
             let stop = i + c.len_utf8();
-            out.extend(unknown_number(&text[start..stop]));
+            out.push(&text[start..stop]);
             start = stop;
         }
     }
-    out
+    out.into_iter()
 }
 
 /// A run of digit groups joined by single separators ("1577-0199", "(800) 273-8255", "109").
@@ -151,13 +192,17 @@ impl Number<'_> {
         g.len() == 3 && g[0].len() == 4 && g[1].len() <= 2 && g[2].len() <= 2
     }
 
-    fn is_known(&self) -> bool {
+    /// The digits as the lists hold them.
+    fn line(&self) -> String {
         let d = self.digits();
-        let d = match d.strip_prefix('1') {
+        match d.strip_prefix('1') {
             Some(us) if d.len() == 11 => us.to_string(), // 1-800-273-8255
             _ => d,
-        };
-        KNOWN.contains(&d.as_str())
+        }
+    }
+
+    fn is_known(&self) -> bool {
+        KNOWN.contains(&self.line().as_str())
     }
 }
 
@@ -296,5 +341,42 @@ mod tests {
         assert!(numbers(crate::reply::safe_reply(Some("self_harm"), "ko"))
             .iter()
             .any(|n| n.digits() == "15770199"));
+        for lang in ["ko", "en"] {
+            assert!(gives_crisis_line(crate::reply::safe_reply(
+                Some("self_harm"),
+                lang
+            )));
+            assert!(gives_crisis_line(crate::reply::crisis_line(lang)));
+            assert_eq!(unknown_number(crate::reply::crisis_line(lang)), None);
+            assert!(!gives_crisis_line(crate::reply::safe_reply(
+                Some("violence"),
+                lang
+            )));
+        }
+    }
+
+    #[test]
+    fn crisis_lines_are_told_from_other_numbers() {
+        for s in [
+            "힘들면 109에 전화해 줘.",
+            "정신건강위기상담 1577-0199로 연락하세요.",
+            "Please call or text 988 now.",
+            "Call 1-800-273-8255.",
+            "Text HOME to 741741. You are not alone.",
+            "I can't help with that. Samaritans: call 116 123.",
+        ] {
+            assert!(gives_crisis_line(s), "{s}");
+        }
+        for s in [
+            "위급하면 112나 119에 전화하세요.",
+            "Call 911 if you are in danger.",
+            "그 반에는 109명이 있어.",
+            // a wrong line is not a crisis line
+            "지금 1577-0190에 전화해.",
+            "I'm worried about you.",
+            "",
+        ] {
+            assert!(!gives_crisis_line(s), "{s}");
+        }
     }
 }

@@ -44,6 +44,16 @@ pub fn safe_reply(category: Option<&str>, lang: &str) -> &'static str {
     }
 }
 
+/// The sentence the reply gate adds to a reply for a message at risk of self-harm that gives no crisis line
+/// itself (`reply_gate.rs`): the verified line of the message's language (`helpline.rs`).
+pub fn crisis_line(lang: &str) -> &'static str {
+    if lang == "ko" {
+        "혼자 견디지 않으셔도 돼요. 자살예방상담전화 109에 전화하시면 24시간 언제든 이야기를 들어 드립니다."
+    } else {
+        "You don't have to go through this alone: in the US, call or text 988 (Suicide & Crisis Lifeline) any time, or contact your local emergency number."
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +80,7 @@ mod tests {
         }
         assert!(safe_reply(Some("self_harm"), "ko").contains("109"));
         assert!(safe_reply(Some("self_harm"), "en").contains("988"));
+        assert_eq!(language(crisis_line("ko")), "ko");
+        assert_eq!(language(crisis_line("en")), "en");
     }
 }

@@ -3,6 +3,8 @@
 //! sure such a sentence never reaches the user: it is withheld and generation stops there (`StopReason::Unsafe`).
 //! So is a sentence that gives a phone number which is not a verified help line (`helpline.rs`).
 //! When nothing could be released, the reply becomes the built-in safe reply in the query's language.
+//! A reply to a message the classifier rates a self-harm risk ends with a verified crisis line in the message's
+//! language when the model gave none (it often does not: `training/guardian/RUN_NOTES.md`).
 //!
 //! The gate is generic over the check (`is_unsafe(reply_so_far)`), so it is tested here without a model; the JS API
 //! checks with the loaded classifier and its policy.
@@ -11,6 +13,54 @@ use crate::error::Result;
 use crate::guard::Guard;
 use crate::guardian::{Generation, Guardian, RespondOptions, Response, StopReason, SENTENCE_ENDS};
 use crate::policy::Policy;
+use crate::verdict::Verdict;
+
+/// What the gate knows of the message it answers, from the classifier's verdict on it.
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// `ko` or `en`: the language of the built-in reply and of the crisis line.
+    lang: &'static str,
+    /// The verdict's category: which built-in reply stands in when nothing passes the check.
+    category: Option<String>,
+    /// `self_harm` reaches its threshold, or is the top category of a flagged message: the reply must give a
+    /// crisis line.
+    self_harm: bool,
+}
+
+impl Query {
+    /// `verdict`: the classifier's on `text` (`None` if it could not run: the generic built-in reply, no line added).
+    pub fn new(text: &str, verdict: Option<&Verdict>) -> Self {
+        let self_harm = verdict.is_some_and(|v| {
+            v.categories.get("self_harm") == Some(&true)
+                || v.category.as_deref() == Some("self_harm")
+        });
+        Self {
+            lang: crate::reply::language(text),
+            category: verdict.and_then(|v| v.category.clone()),
+            self_harm,
+        }
+    }
+
+    /// The classifier's reading of `text` under `policy`.
+    pub fn read(guard: &Guard, policy: &Policy, text: &str) -> Self {
+        Self::new(text, guard.classify(text, policy).ok().as_ref())
+    }
+
+    /// True when the reply must give a crisis line.
+    pub fn self_harm(&self) -> bool {
+        self.self_harm
+    }
+
+    /// The built-in reply when nothing passed the check (self-harm's, with its crisis lines, for a message at risk).
+    fn fallback(&self) -> &'static str {
+        let category = if self.self_harm {
+            Some("self_harm")
+        } else {
+            self.category.as_deref()
+        };
+        crate::reply::safe_reply(category, self.lang)
+    }
+}
 
 /// What one `ReplyGate::step` did.
 #[derive(Debug, PartialEq)]
@@ -23,19 +73,29 @@ pub enum Step {
     End,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReplyGate {
+    query: Query,
     /// Generated, not yet checked (the current sentence).
     pending: String,
     /// Checked and released.
     released: String,
     withheld: bool,
     done: bool,
+    /// The crisis line was released (`closing`).
+    crisis_line_added: bool,
 }
 
 impl ReplyGate {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(query: Query) -> Self {
+        Self {
+            query,
+            pending: String::new(),
+            released: String::new(),
+            withheld: false,
+            done: false,
+            crisis_line_added: false,
+        }
     }
 
     /// The next checked piece (one or more whole sentences), or `None` at the end of the reply, whether the model
@@ -109,13 +169,38 @@ impl ReplyGate {
                     Some(StopReason::Repetition) => self.released.is_empty(),
                     _ => true,
                 };
-                if !keep_tail || self.pending.trim().is_empty() {
-                    return Ok(Step::End);
+                if keep_tail && !self.pending.trim().is_empty() {
+                    self.check(is_unsafe)?
+                } else {
+                    None
                 }
-                self.check(is_unsafe)?
             }
         };
-        Ok(released.map_or(Step::End, Step::Released))
+        // the reply is over (it ended, or a sentence was withheld) unless the user cancelled it
+        let closing = if self.done && gen.stop_reason() != Some(StopReason::Cancelled) {
+            self.closing()
+        } else {
+            None
+        };
+        Ok(match (released, closing) {
+            (None, None) => Step::End,
+            (r, c) => Step::Released(r.unwrap_or_default() + c.as_deref().unwrap_or("")),
+        })
+    }
+
+    /// The crisis line a reply to a message at risk of self-harm ends with, when the released reply gives none
+    /// (an empty reply gets the self-harm built-in reply instead, which has the lines).
+    fn closing(&mut self) -> Option<String> {
+        if !self.query.self_harm
+            || self.released.trim().is_empty()
+            || crate::helpline::gives_crisis_line(&self.released)
+        {
+            return None;
+        }
+        let line = format!(" {}", crate::reply::crisis_line(self.query.lang));
+        self.released.push_str(&line);
+        self.crisis_line_added = true;
+        Some(line)
     }
 
     /// Check the reply with the pending sentence: release it, or withhold it and end the reply. A sentence with a
@@ -142,16 +227,10 @@ impl ReplyGate {
         self.withheld
     }
 
-    /// True when the reply will be the built-in one (a sentence was withheld and nothing was released): the
-    /// caller can then look up the query's category for `into_response`.
-    pub fn needs_fallback(&self) -> bool {
-        self.withheld && self.released.trim().is_empty()
-    }
-
-    /// The final response: only released text; `Unsafe` when a sentence was withheld; when nothing could be
-    /// released, the built-in safe reply for the query's `category` (e.g. a crisis line for self-harm) in the
-    /// query's language.
-    pub fn into_response(self, r: Response, query: &str, category: Option<&str>) -> Response {
+    /// The final response: only released text (with the crisis line it may have gained); `Unsafe` when a sentence
+    /// was withheld; when nothing could be released, the built-in safe reply for the query's category (a crisis
+    /// line for self-harm) in the query's language.
+    pub fn into_response(self, r: Response) -> Response {
         let text = self.released.trim().to_string();
         let stopped = if self.withheld {
             StopReason::Unsafe
@@ -159,8 +238,7 @@ impl ReplyGate {
             r.stopped
         };
         let (text, fallback) = if text.is_empty() && self.withheld {
-            let lang = crate::reply::language(query);
-            (crate::reply::safe_reply(category, lang).to_string(), true)
+            (self.query.fallback().to_string(), true)
         } else {
             (text, false)
         };
@@ -168,6 +246,7 @@ impl ReplyGate {
             text,
             stopped,
             fallback,
+            crisis_line_added: self.crisis_line_added,
             ..r
         }
     }
@@ -182,19 +261,8 @@ pub fn classifier_check<'a>(
 }
 
 /// End a gated generation: the response, with the built-in reply for the query's category when nothing passed.
-pub fn finish(
-    gate: ReplyGate,
-    gen: Generation,
-    guard: &Guard,
-    policy: &Policy,
-    query: &str,
-) -> Response {
-    let category = if gate.needs_fallback() {
-        guard.classify(query, policy).ok().and_then(|v| v.category)
-    } else {
-        None
-    };
-    gate.into_response(gen.into_response(), query, category.as_deref())
+pub fn finish(gate: ReplyGate, gen: Generation) -> Response {
+    gate.into_response(gen.into_response())
 }
 
 /// `Guardian::respond` with every sentence checked by `guard` before `on_piece` sees it (`on_piece` returning
@@ -208,7 +276,7 @@ pub fn respond_checked(
     mut on_piece: impl FnMut(&str) -> bool,
 ) -> Result<Response> {
     let mut gen = g.start(text, opts)?;
-    let mut gate = ReplyGate::new();
+    let mut gate = ReplyGate::new(Query::read(guard, policy, text));
     let mut check = classifier_check(guard, policy);
     while let Some(piece) = gate.next(&mut gen, g, &mut check)? {
         if !on_piece(&piece) {
@@ -216,5 +284,5 @@ pub fn respond_checked(
             break;
         }
     }
-    Ok(finish(gate, gen, guard, policy, text))
+    Ok(finish(gate, gen))
 }

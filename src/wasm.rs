@@ -14,7 +14,7 @@ use crate::cascade::Band;
 use crate::guard::{BackendChoice, Guard, ModelFiles};
 use crate::guardian::{Generation, Guardian, RespondOptions};
 use crate::policy::Policy;
-use crate::reply_gate::{ReplyGate, Step};
+use crate::reply_gate::{Query, ReplyGate, Step};
 
 fn js_error(e: &GuardError) -> JsValue {
     let err = js_sys::Error::new(&e.to_string());
@@ -403,6 +403,8 @@ struct GenerationResult {
     checked: bool,
     /// Nothing passed the check: `text` is the built-in safe reply.
     fallback: bool,
+    /// The gate ended `text` with a crisis line (the message was rated a self-harm risk, the model gave none).
+    crisis_line_added: bool,
     lang: &'static str,
     model: String,
     /// The backend that computed the last token ("cpu" or "webgpu").
@@ -458,10 +460,14 @@ impl WasmGeneration {
     }
 
     /// Release the reply sentence by sentence, each only once `classifier` (with its manifest's policy) does not
-    /// flag the reply so far; a flagged sentence is withheld and ends the reply (`stopped: 'unsafe'`). Call before
-    /// the first `next()`.
+    /// flag the reply so far; a flagged sentence is withheld and ends the reply (`stopped: 'unsafe'`). A reply to a
+    /// message `classifier` rates a self-harm risk ends with a crisis line if it gave none. Call before the first
+    /// `next()`.
     pub fn gate(&self, classifier: &WasmGuard) -> Result<(), JsValue> {
-        self.state()?.gate = Some((classifier.shared()?, ReplyGate::new()));
+        let guard = classifier.shared()?;
+        let mut st = self.state()?;
+        let query = Query::read(&guard, &Policy::default(), &st.query);
+        st.gate = Some((guard, ReplyGate::new(query)));
         Ok(())
     }
 
@@ -484,9 +490,7 @@ impl WasmGeneration {
         let prompt_tokens = gen.prompt_tokens();
         let checked = st.gate.is_some();
         let r = match st.gate.take() {
-            Some((guard, gate)) => {
-                crate::reply_gate::finish(gate, gen, &guard, &Policy::default(), &st.query)
-            }
+            Some((_, gate)) => crate::reply_gate::finish(gate, gen),
             None => gen.into_response(),
         };
         let timing_ms = crate::clock::now_ms() - st.t0;
@@ -507,6 +511,7 @@ impl WasmGeneration {
             force_safety: st.force_safety,
             checked,
             fallback: r.fallback,
+            crisis_line_added: r.crisis_line_added,
             model: st.guardian.model_id(),
             backend: r.backend,
             timing_ms,

@@ -6,6 +6,7 @@
 //!   slm-guard respond "text"              the guardian's response, streamed (a guardian model: models/guardian)
 //!   slm-guard respond --jsonl < in.jsonl  one response per line ({"text", "force_safety"?, "max_tokens"?, ...});
 //!                                         each names the unverified phone numbers in its text (`unknown_numbers`)
+//!                                         and says whether it gives a verified crisis line (`crisis_line`)
 //!   slm-guard bench --model models/guardian  the guardian: verdict latency at ~32/~64 tokens, decode tokens/s
 //!
 //! `classify --model DIR` also reads a guardian model (the manifest's `task` decides) and prints the same verdict.
@@ -312,6 +313,8 @@ fn respond_jsonl(
                             json!({"text": r.text, "stopped": r.stopped, "tokens": r.tokens.len(),
                                    "checked": checker.is_some(), "fallback": r.fallback,
                                    "unknown_numbers": helpline::unknown_numbers(&r.text),
+                                   "crisis_line": helpline::gives_crisis_line(&r.text),
+                                   "crisis_line_added": r.crisis_line_added,
                                    "ms": t0.elapsed().as_secs_f64() * 1e3}),
                         );
                     }
