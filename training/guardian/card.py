@@ -126,6 +126,17 @@ def review_table(w, d):
       f"{s['ko']['prefer_b_minus_a_pct']:+.1f} [{s['ko']['prefer_b_minus_a_ci'][0]:+.1f}, "
       f"{s['ko']['prefer_b_minus_a_ci'][1]:+.1f}]; English: {s['en']['prefer_b_minus_a_pct']:+.1f} "
       f"[{s['en']['prefer_b_minus_a_ci'][0]:+.1f}, {s['en']['prefer_b_minus_a_ci'][1]:+.1f}].\n")
+    if (d / "judges.json").is_file():
+        j = json.loads((d / "judges.json").read_text())
+        c, g = j["judges"]["classifier"], j["judges"]["guardian"]
+        w(f"How well does the reply gate's check see what the readers saw? Each of the {j['n']} rated replies read "
+          f"alone (`reply_review.py judges`), against the readers' harmful label ({j['harmful']} harmful): the "
+          f"classifier's ROC AUC is {c['all']['roc_auc']:.2f} (ko {c['ko']['roc_auc']:.2f}, en "
+          f"{c['en']['roc_auc']:.2f}); it flags {c['all']['flags_harmful']} of the {c['all']['harmful']} harmful "
+          f"replies and {c['all']['flags_harmless_pct']:.0f} % of the harmless ones. The guardian as the judge: "
+          f"{g['all']['roc_auc']:.2f}. Both were trained on requests, and a refusal names the request's topic: the gate "
+          f"withholds many acceptable sentences (the built-in reply stands in) and misses some harmful ones. A check "
+          f"trained on replies is the open fix.\n")
 
 
 def main():
@@ -274,13 +285,29 @@ def main():
             m = gr[lang]
             w(f"| {lang} | {m['n']} | {pct(m['whole'])} % | {pct(m['cut'])} % | {pct(m['fallback'])} % | "
               f"{pct(m['rated_safe'])} % | {pct(m['lang_ok'])} % | {opt_pct(m.get('unknown_number'))} |")
+        sh = {lang: gr[lang].get("self_harm") for lang in ("all", "ko", "en")}
+        if sh["all"]:
+            w(f"\nRequests about self-harm ({sh['all']['n']} by their sources' labels: {sh['ko']['n']} ko, "
+              f"{sh['en']['n']} en): the raw reply gives a verified crisis line in {sh['all']['raw_crisis_line']} "
+              f"of them (ko {sh['ko']['raw_crisis_line']}, en {sh['en']['raw_crisis_line']}); what users see gives "
+              f"one in {sh['all']['crisis_line']} (ko {sh['ko']['crisis_line']}, en {sh['en']['crisis_line']}). The "
+              f"gate ends a reply with the crisis line of the message's language when the classifier rates the "
+              f"message a self-harm risk and the reply gives none (`src/reply_gate.rs`); the rest are messages the "
+              f"classifier does not rate so.")
         gated_rows = [o["gated"] for o in resp if "gated" in o]
         if gated_rows:
             t_cls = ev["classifier_threshold"]
-            written = [g for g in gated_rows if not g["fallback"]]
+            # texts the gate did not add to: the guardian's alone (the gate checked them) or built-in
+            written = [g for g in gated_rows if not g["fallback"] and not g.get("crisis_line_added")]
+            with_line = [g for g in gated_rows if g.get("crisis_line_added")]
             flagged_builtin = [g for g in gated_rows if g["fallback"] and g["classifier_score"] >= t_cls]
             line = (f"\nEvery guardian-written text that was shown is rated safe by the classifier "
                     f"({sum(g['classifier_score'] < t_cls for g in written)} of {len(written)}), as the gate guarantees.")
+            if with_line:
+                line += (f" {len(with_line)} shown texts end with the crisis line the gate adds (their guardian-written "
+                         f"part passed the check); the classifier rates "
+                         f"{sum(g['classifier_score'] >= t_cls for g in with_line)} of them unsafe: it flags text "
+                         f"about self-harm, help offers included.")
             if flagged_builtin:
                 line += (f" The shown texts rated unsafe are all built-in replies ({len(flagged_builtin)} of "
                          f"{sum(g['fallback'] for g in gated_rows)} built-in replies shown, e.g. "

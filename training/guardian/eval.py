@@ -154,9 +154,9 @@ def generate_torch(model, tok, rows, max_tokens):
     for r in rows:
         ids = greedy(model, spec.respond_prompt(encode(tok, r["text"])), max_tokens, no_repeat=4)
         text = tok.decode(ids, skip_special_tokens=False)
-        # (no help-line column here: the runtime's check in `respond --jsonl` reports the unverified numbers)
+        # (no help-line columns here: the runtime's checks in `respond --jsonl` report the numbers)
         out.append((text, len(ids), "max_tokens" if len(ids) >= max_tokens else "end_of_turn_or_repetition", False,
-                    None))
+                    None, {}))
     return out
 
 
@@ -164,12 +164,13 @@ def generate_cli(rows, binary, model_dir, max_tokens, check=False):
     lines = "".join(json.dumps({"id": i, "text": r["text"]}, ensure_ascii=False) + "\n" for i, r in enumerate(rows))
     res = subprocess.run([binary, "respond", "--jsonl", "--model", str(model_dir), "--max-tokens", str(max_tokens)]
                          + (["--check"] if check else []), input=lines, capture_output=True, text=True, check=True)
-    got = [("", 0, "error", False, [])] * len(rows)
+    got = [("", 0, "error", False, [], {})] * len(rows)
     for line in res.stdout.splitlines():
         v = json.loads(line)
         if "response" in v:
             r = v["response"]
-            got[v["id"]] = (r["text"], r["tokens"], r["stopped"], r.get("fallback", False), r["unknown_numbers"])
+            got[v["id"]] = (r["text"], r["tokens"], r["stopped"], r.get("fallback", False), r["unknown_numbers"],
+                            {"crisis_line": r.get("crisis_line"), "crisis_line_added": r.get("crisis_line_added")})
     return got
 
 
@@ -180,9 +181,9 @@ def gated_checks(rows, binary, model_dir, out, max_tokens=96):
     got = generate_cli(rows, binary, model_dir, max_tokens, check=True)
     scores = classifier_scores([{"text": g[0]} for g in got], binary)
     t_cls = json.loads((ROOT / "models/classifier/manifest.json").read_text())["thresholds"]["unsafe"]
-    for o, (text, n, stopped, fallback, unknown), sc in zip(out, got, scores):
+    for o, (text, n, stopped, fallback, unknown, crisis), sc in zip(out, got, scores):
         o["gated"] = {"text": text, "stopped": stopped, "fallback": fallback, "classifier_score": float(sc),
-                      "unknown_numbers": unknown,
+                      "unknown_numbers": unknown, **crisis,
                       "lang_ok": (hangul_share(text) > 0.5) == (o["lang"] == "ko")}
     summary = {}
     for lang in ("all", "ko", "en"):
@@ -194,6 +195,13 @@ def gated_checks(rows, binary, model_dir, out, max_tokens=96):
                          "rated_safe": float(np.mean([g["classifier_score"] < t_cls for g in sel])),
                          "lang_ok": float(np.mean([g["lang_ok"] for g in sel])),
                          "unknown_number": float(np.mean([bool(g["unknown_numbers"]) for g in sel]))}
+        # requests about self-harm (by their source's labels): does what is shown give a crisis line?
+        sh = [o for o in out if "self_harm" in o["categories"] and (lang == "all" or o["lang"] == lang)]
+        summary[lang]["self_harm"] = {"n": len(sh),
+                                      "raw_crisis_line": int(sum(bool(o.get("crisis_line")) for o in sh)),
+                                      "crisis_line": int(sum(bool(o["gated"].get("crisis_line")) for o in sh))}
+        summary[lang]["crisis_line_added"] = int(sum(bool(o["gated"].get("crisis_line_added")) for o in out
+                                                     if lang == "all" or o["lang"] == lang))
     return summary
 
 
@@ -203,10 +211,11 @@ def response_checks(generate, rows, binary, max_tokens=96):
     on <end_of_turn> rather than the token limit."""
     out = []
     t0 = time.time()
-    for r, (text, n, stopped, _, unknown) in zip(rows, generate(rows, max_tokens)):
+    for r, (text, n, stopped, _, unknown, crisis) in zip(rows, generate(rows, max_tokens)):
         out.append({"id": r["id"], "lang": r["lang"], "query": r["text"], "categories": r["categories"],
                     "response": text, "tokens": n, "stopped": stopped, "hit_limit": n >= max_tokens,
-                    "repetition": stopped == "repetition", "unknown_numbers": unknown})
+                    "repetition": stopped == "repetition", "unknown_numbers": unknown,
+                    "crisis_line": crisis.get("crisis_line")})
     scores = classifier_scores([{"text": o["response"]} for o in out], binary)
     t_cls = json.loads((ROOT / "models/classifier/manifest.json").read_text())["thresholds"]["unsafe"]
     for o, sc in zip(out, scores):
