@@ -252,7 +252,13 @@ fn respond_cmd(
     eprintln!(
         "[{}{}] {n} tokens in {total:.2} s; decode {tps:.1} tokens/s; first token after {:.0} ms; load {:.0} ms",
         serde_json::to_value(r.stopped).expect("json").as_str().unwrap_or("?"),
-        if r.fallback { ", built-in reply" } else { "" },
+        if r.fallback {
+            ", built-in reply"
+        } else if r.crisis_line_added {
+            ", crisis line added"
+        } else {
+            ""
+        },
         first.map(|f| (f - t0).as_secs_f64() * 1e3).unwrap_or(0.0),
         g.load_ms()
     );
