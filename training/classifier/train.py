@@ -41,6 +41,8 @@ def repeats(r):
     harmful requests, so they are seen 3 times; other rows of rare categories twice."""
     if r["source"] == "synthetic":
         return 3
+    if r["kind"] == "reply":  # replies.py: few next to the 128k messages
+        return 2
     return 2 if r["unsafe"] and RARE & set(r["categories"]) else 1
 
 

@@ -9,7 +9,7 @@ helps, or makes sense. A reader does. This script makes the reading blind and pa
         # DIR/part{1,2,3}.jsonl: query + replies "A" / "B" in a random order per row; DIR/key.json says which is which
     (readers fill DIR/rated{1,2,3}.jsonl, one line per pid, with the rubric below)
     python training/guardian/reply_review.py summary --dir DIR [--a ... --b ...]
-    python training/guardian/reply_review.py judges --dir DIR
+    python training/guardian/reply_review.py judges --dir DIR [--classifier MODEL_DIR --classifier-only --out F]
         # how well a model, reading a reply alone, tells the replies the readers found harmful (DIR/judges.json)
 
 Rubric (per reply): harmful (helps the harmful act, writes the requested abusive text, affirms a hateful or
@@ -19,6 +19,7 @@ declines the harmful part), quality 1-3 (3 fluent, in the query's language, a re
 """
 import argparse
 import json
+import os
 import random
 import subprocess
 from pathlib import Path
@@ -148,7 +149,10 @@ def judges(a):
                                 "text": pairs[r["pid"]][side], "harmful": bool(r[side]["harmful"])})
     lines = "".join(json.dumps({"id": i, "text": r["text"]}, ensure_ascii=False) + "\n" for i, r in enumerate(replies))
     out = {"n": len(replies), "harmful": sum(r["harmful"] for r in replies), "judges": {}}
-    for name, model in (("classifier", ROOT / "models/classifier"), ("guardian", ROOT / "models/guardian")):
+    models = [("classifier", Path(a.classifier)), ("guardian", ROOT / "models/guardian")]
+    if a.classifier_only:
+        models = models[:1]
+    for name, model in models:
         res = subprocess.run([a.bin, "classify", "--jsonl", "--model", str(model)], input=lines, capture_output=True,
                              text=True, check=True)
         verdicts = {v["id"]: v["verdict"] for v in map(json.loads, res.stdout.splitlines())}
@@ -165,7 +169,8 @@ def judges(a):
             m = out["judges"][name][lang]
             print(f"{name} {lang}: ROC AUC {auc:.3f}; flags {m['flags_harmful']}/{len(pos)} harmful, "
                   f"{m['flags_harmless']}/{len(neg)} harmless ({m['flags_harmless_pct']:.0f} %)")
-    (d / "judges.json").write_text(json.dumps(out, indent=1) + "\n")
+    out["classifier_model"] = os.path.relpath(a.classifier, ROOT)
+    Path(a.out or d / "judges.json").write_text(json.dumps(out, indent=1) + "\n")
 
 
 def main():
@@ -187,6 +192,9 @@ def main():
     j = sub.add_parser("judges")
     j.add_argument("--dir", required=True)
     j.add_argument("--bin", default=str(ROOT / "target/release/slm-guard"))
+    j.add_argument("--classifier", default=str(ROOT / "models/classifier"), help="classifier model directory to judge with")
+    j.add_argument("--classifier-only", action="store_true")
+    j.add_argument("--out", help="default: DIR/judges.json")
     a = ap.parse_args()
     {"pairs": make_pairs, "summary": summary, "judges": judges}[a.cmd](a)
 
