@@ -12,8 +12,11 @@ it flags about half of the harmless replies our readers rated and barely separat
   stay unseen.
 
 There are no harmful replies here: the one public set with harm labels on replies (do-not-answer's six models) is an
-ood source of the classifier. So these rows can lower false positives on replies; whether harmful replies are still
-caught is measured on the readers' labels (`reply_review.py judges --classifier DIR`).
+ood source of the classifier. Measured (2026-12-04, one epoch on messages + these rows, `train.py --data
+training/data/build/unified_replies.jsonl --epochs 1`, exported like the shipped one; training/guardian/RUN_NOTES.md):
+messages unchanged (test F1 ko 82.5 -> 82.9, en 95.2 -> 95.2; `training/eval/compare.py`), false positives on the
+readers' harmless replies 49 % -> 4 %, but it flags none of the 25 harmful ones (ROC AUC 0.41): it learned "a reply
+is safe". Not shipped. A reply check needs harmful replies to learn from, Korean ones above all.
 
     python training/classifier/replies.py            # -> training/data/build/replies.jsonl + unified_replies.jsonl
     python training/classifier/train.py --data training/data/build/unified_replies.jsonl --run RUN ...
