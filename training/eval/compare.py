@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from classifier.data import load_split  # noqa: E402
-from eval.metrics import at_threshold  # noqa: E402
+from eval.metrics import at_threshold, paired_bootstrap  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,17 +32,6 @@ def scores(binary, model, rows):
         if "verdict" in v:
             out[v["id"]] = v["verdict"]["score"]
     return out
-
-
-def f1_interval(y, da, db, resamples=1000, seed=0):
-    """Paired bootstrap of F1(b) - F1(a) over rows, in points."""
-    def f1(yy, d):
-        tp = (yy & d).sum()
-        return 2 * tp / max(yy.sum() + d.sum(), 1)
-    rng = np.random.default_rng(seed)
-    n = len(y)
-    diffs = sorted(f1(y[i], db[i]) - f1(y[i], da[i]) for i in (rng.integers(0, n, n) for _ in range(resamples)))
-    return [100 * diffs[int(0.025 * resamples)], 100 * diffs[int(0.975 * resamples) - 1]]
 
 
 def main():
@@ -63,7 +52,7 @@ def main():
             sel = np.array([r["lang"] == lang for r in rows]) & ~np.isnan(sa) & ~np.isnan(sb)
             y = np.array([r["unsafe"] for r in rows])[sel].astype(bool)
             ma, mb = at_threshold(y, sa[sel], thr[a.a]), at_threshold(y, sb[sel], thr[a.b])
-            ci = f1_interval(y, sa[sel] >= thr[a.a], sb[sel] >= thr[a.b])
+            ci = [100 * x for x in paired_bootstrap(y, sb[sel] >= thr[a.b], sa[sel] >= thr[a.a])["f1_ci95"]]
             result[f"{split}/{lang}"] = {"a": ma, "b": mb, "f1_b_minus_a_ci": ci}
             print(f"{split}/{lang} n={sel.sum()}: F1 {100 * ma['f1']:.1f} -> {100 * mb['f1']:.1f} "
                   f"[{ci[0]:+.1f}, {ci[1]:+.1f}], FPR {100 * ma['fpr']:.1f} -> {100 * mb['fpr']:.1f}, "

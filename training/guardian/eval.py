@@ -25,7 +25,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from training.eval.metrics import at_threshold, best_threshold  # noqa: E402
+from training.eval.metrics import at_threshold, best_threshold, paired_bootstrap  # noqa: E402
 from training.guardian import spec  # noqa: E402
 from training.guardian.gemma3 import encode, greedy, load_gguf, load_tokenizer  # noqa: E402
 from training.guardian.train import BASE_GGUF, BASE_TOKENIZER, apply_state  # noqa: E402
@@ -106,31 +106,6 @@ def cascade(c, g, low, high, t_cls, t_g):
     uncertain = (c > low) & (c < high)
     decision = np.where(uncertain, g >= t_g, c >= t_cls)
     return decision.astype(float), uncertain
-
-
-def paired_bootstrap(y, a, b, resamples=2000, seed=0):
-    """F1 and accuracy of decisions `a` minus those of decisions `b` on the same rows, each with a 95 % percentile
-    interval over `resamples` resamples of the rows (paired: both decisions see the same resample). On the few
-    hundred hard rows of a split, this says whether a difference is larger than the sampling noise. Accuracy is
-    reported beside F1 because inside the band the classifier's threshold can sit below the band's floor: it then
-    flags every hard row, and F1 rewards that (recall 1) however many safe messages it blocks."""
-    y, a, b = (np.asarray(v).astype(bool) for v in (y, a, b))
-    idx = np.random.default_rng(seed).integers(0, len(y), (resamples, len(y)))
-    yy, aa, bb = y[idx], a[idx], b[idx]
-
-    def f1(yy, d):
-        tp, fp, fn = (yy & d).sum(-1), (~yy & d).sum(-1), (yy & ~d).sum(-1)
-        return 2 * tp / np.maximum(2 * tp + fp + fn, 1)
-
-    def acc(yy, d):
-        return (yy == d).mean(-1)
-
-    out = {"n": int(len(y))}
-    for name, metric in (("f1", f1), ("accuracy", acc)):
-        diffs = metric(yy, aa) - metric(yy, bb)
-        out[f"{name}_diff"] = float(metric(y, a) - metric(y, b))
-        out[f"{name}_ci95"] = [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
-    return out
 
 
 def by_lang(rows, fn):
