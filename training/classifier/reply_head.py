@@ -1,0 +1,514 @@
+"""Toward a reply check: can a head on the shipped classifier's encoder tell harmful guardian replies from harmless
+ones? Experiments, nothing here ships yet (numbers: training/guardian/RUN_NOTES.md, "A reply check from rated
+replies").
+
+Why: the reply gate (src/reply_gate.rs) asks the classifier whether a guardian reply is unsafe. The classifier was
+trained on user messages, and a refusal names the request's topic ("I can't help you make a bomb"), so it flags
+about half of the harmless replies our readers rated and barely tells the harmful ones apart (ROC AUC 0.58 and 0.64
+on the two rated test sets). A head on the frozen encoder would leave every message verdict, band and cascade number
+unchanged and cost 385 floats; a few retrained top layers would cost ~7 MB.
+
+Training sources (label: the reply is harmful), none from the hidden sets:
+- `rated-train`: the shipped guardian's raw replies to harmful *train* requests, rated by readers
+  (training/guardian/reply_labels/v1.2_train*: `reply_review.py sample`);
+- public replies with labels: do-not-answer's six models (en), DICES (en), SQuARe's responses (ko), hh-rlhf
+  harmless-base pairs whose chosen reply refuses and rejected one does not, with the Korean translation (`hh_pairs`);
+- `guardian`: the guardian's safe training targets (harmless);
+- `synthetic`: a target reply's first sentence followed by an offer of what it declined, or a hateful request
+  echoed back (harmful), beside the target itself and a safe offer (harmless) (`synthetic_contradictions`).
+Test: the two rated folders in `reply_review.RATED` (replies to dev, test and held-back requests), never trained on.
+
+    python training/classifier/reply_head.py fit     # linear heads on cached pooled embeddings: data mixtures,
+                                                     # operating points and a learning curve, beside the classifier
+    python training/classifier/reply_head.py tune --top 4 --epochs 4 --sources rated-train
+                                                     # the top 4 encoder layers retrained with a one-logit head
+"""
+import argparse
+import csv
+import gzip
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+RAW = REPO.parent / "shared/data/raw"
+MODEL = REPO / "models/classifier"
+CACHE = REPO / "training/runs/reply_head"
+sys.path.insert(0, str(REPO / "training"))
+from classifier.data import tokenizer  # noqa: E402
+from classifier.model import GuardClassifier  # noqa: E402
+from common.normalize import normalize  # noqa: E402
+from guardian.reply_review import RATED, rated_replies, ratings, single_replies  # noqa: E402
+
+MAX_LEN = 128
+
+
+def load_classifier(path=MODEL / "model.gguf"):
+    """The shipped GGUF, dequantized into the PyTorch twin (the runtime computes the same function)."""
+    from gguf import GGUFReader, quants
+    r = GGUFReader(str(path))
+    cfg = {k: int(r.fields[f"slm_guard.{k}"].parts[-1][0]) for k in
+           ("hidden", "layers", "heads", "ffn", "vocab", "max_pos", "type_vocab")}
+    cfg["eps"] = float(r.fields["slm_guard.layer_norm_eps"].parts[-1][0])
+    sd = {}
+    for t in r.tensors:
+        shape = tuple(int(x) for x in reversed(t.shape))
+        sd[t.name] = torch.from_numpy(np.array(quants.dequantize(t.data, t.tensor_type).reshape(shape),
+                                               dtype=np.float32))
+    m = GuardClassifier(cfg)
+    m.load_state_dict(sd)
+    return m.eval()
+
+
+def token_ids(texts):
+    """The classifier's token ids of each text's first 128-token window, after slm-guard-v1 normalisation."""
+    tok = tokenizer(MODEL / "tokenizer.json", MAX_LEN)
+    return [e.ids for e in tok.encode_batch([normalize(t) for t in texts])]
+
+
+@torch.no_grad()
+def embed(model, texts, batch=64):
+    """Mean-pooled final hidden states of the first 128-token window of each text, after slm-guard-v1
+    normalisation (what the runtime's classifier computes before its heads)."""
+    enc = token_ids(texts)
+    order = sorted(range(len(texts)), key=lambda i: len(enc[i]))
+    out = np.zeros((len(texts), model.cfg["hidden"]), dtype=np.float32)
+    for s in range(0, len(order), batch):
+        idx = order[s:s + batch]
+        ids, mask = collate([enc[i] for i in idx])
+        out[idx] = model.pool(model.encode(ids, mask), mask).numpy()
+    return out
+
+
+# ---- data ------------------------------------------------------------------------------------------------------
+
+def row(text, lang, harmful, source):
+    return {"text": text.strip(), "lang": lang, "harmful": int(harmful), "source": source}
+
+
+def do_not_answer():
+    rows = []
+    with open(RAW / "kunishou__do-not-answer-ja/datasets/data_en.csv", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            for m in ("GPT4", "ChatGPT", "Claude", "ChatGLM2", "llama2-7b-chat", "vicuna-7b"):
+                rows.append(row(r[f"{m}_response"], "en", r[f"{m}_harmful"] == "1", "do-not-answer"))
+    return rows
+
+
+def dices():
+    rows = []
+    for name in ("dices_990", "dices_350_crowdsourced", "dices_350_expert"):
+        d = json.loads((RAW / f"dmg-illc__JUDGE-BENCH/data/dices/{name}.json").read_text())
+        for inst in d["instances"]:
+            safe = inst["annotations"]["safety"]["majority_human"]
+            if safe in ("Yes", "No"):
+                rows.append(row(inst["instance"]["response"], "en", safe == "No", "dices"))
+    return rows
+
+
+def square():
+    rows = []
+    for rel in ("naver-ai__korean-safety-benchmarks/data/SQuARe/response_test_ood.json",):
+        for r in json.loads((RAW / rel).read_text()):
+            rows.append(row(r["response"], "ko", r["acceptable?"] != 1, "square"))
+    return rows
+
+
+REFUSAL = re.compile(r"\b(I('m| am) (sorry|not (able|going|comfortable))|I (can't|cannot|won't|will not|don't think "
+                     r"I should)|I'd (rather|prefer) not|not (something|a thing) I|that('s| is) (illegal|wrong|not "
+                     r"(ok|okay|appropriate|legal|a good idea)))", re.I)
+REFUSAL_KO = re.compile(r"(죄송|할 수 없|하지 않|않을 거|안 됩니다|안 돼요|불법|도와드릴 수 없|좋지 않|원하지 않)")
+
+
+def last_assistant(dialogue):
+    """The reply after the last human turn. The Korean translation renames the assistant turn freely (조수, 보조자,
+    비서, ...), so the reply starts after the first `\\n\\nWORD:` that follows the last `Human`."""
+    i = dialogue.rfind("Human")
+    m = re.search(r"\n\n?\\?[^\s:\\\"]{1,12}:", dialogue[i + 5:]) if i >= 0 else None
+    return dialogue[i + 5 + m.end():].strip() if m else ""
+
+
+def ko_pair(line):
+    """sionic-ai's lines are JSON only 20 % of the time (unescaped quotes): take both fields by position."""
+    m = re.match(r'\{"chosen":\s*"(.*)",\s*"(?:거부됨|rejected|거절됨|거부|거절)":\s*"(.*)"\}\s*$', line, re.S)
+    if not m:
+        return None
+    return {k: v.replace("\\n", "\n").replace('\\"', '"') for k, v in zip(("chosen", "rejected"), m.groups())}
+
+
+def hh_pairs():
+    """hh-rlhf harmless-base test (en) and its Korean translation: the pairs whose chosen reply refuses and whose
+    rejected one does not. Such a rejected reply went along with a red-team request: harmful, or close to it."""
+    rows = []
+    with gzip.open(RAW / "anthropics__hh-rlhf/harmless-base/test.jsonl.gz", "rt", encoding="utf-8") as f:
+        en = [json.loads(l) for l in f]
+    ko = [p for p in map(ko_pair, open(RAW / "sionic-ai__Data_Ko_hh-rlhf/ko_harmless_base_test.txt", encoding="utf-8"))
+          if p]
+    for lang, pairs, refusal in (("en", en, REFUSAL), ("ko", ko, REFUSAL_KO)):
+        for p in pairs:
+            c, r = last_assistant(p["chosen"]), last_assistant(p["rejected"])
+            if c and r and c != r and refusal.search(c) and not refusal.search(r):
+                rows.append(row(r, lang, 1, f"hh-rlhf-{lang}"))
+                rows.append(row(c, lang, 0, f"hh-rlhf-{lang}"))
+    return rows
+
+
+def guardian_replies():
+    """The guardian's safe training targets (train split only: dev and test requests are what the rated replies
+    answer)."""
+    seen, rows = set(), []
+    for line in open(REPO / "training/data/build/guardian/train.jsonl", encoding="utf-8"):
+        r = json.loads(line)
+        text = (r.get("response") or "").strip()
+        if r["task"] in ("respond", "force") and text and text not in seen:
+            seen.add(text)
+            rows.append(row(text, r["lang"], 0, "guardian"))
+    return rows
+
+
+ENDS = ".!?\n。！？…"
+
+
+def sentences(text):
+    """Split after each sentence end, as the reply gate does (src/guardian.rs SENTENCE_ENDS)."""
+    out, cur = [], ""
+    for ch in text:
+        cur += ch
+        if ch in ENDS:
+            out.append(cur.strip())
+            cur = ""
+    if cur.strip():
+        out.append(cur.strip())
+    return [x for x in out if x]
+
+
+# The guardian's failure, written down: decline, then offer the very thing it declined (training/guardian/
+# reply_labels: "I can't write sexual content. If you're into it, I can help you write it.").
+OFFER_SAME = {
+    "en": ["If you're into it, I can help you do it.", "But if you really want to, I can walk you through it.",
+           "That said, I can still explain how to do it step by step.", "If you want, I can write it for you.",
+           'If you still want it, I can help with "{q}".', 'That said, here is how to go about "{q}":'],
+    "ko": ["그래도 원하면 방법은 알려 줄게.", "원하면 그 글은 같이 써 볼게.", "그래도 하고 싶다면 단계별로 설명해 드릴게요.",
+           "대신 그 방법은 같이 찾아 볼게요.", '그래도 원하면 "{q}" 방법은 알려 줄게.', '대신 "{q}"는 같이 해 볼게요.'],
+}
+FILLER = {"en": ["It's important to respect everyone.", "Everyone deserves respect."],
+          "ko": ["서로를 존중하는 것이 중요합니다.", "모두 존중받아야 해요."]}
+
+
+def synthetic_contradictions(seed=20261204):
+    """From the guardian's train rows only (the rated replies answer dev, test and held-back requests):
+    harmful = the target reply's first sentence followed by an offer of what it declined, or a hateful statement
+    echoed back (with a platitude); harmless = the target reply itself, and its first sentence followed by a safe
+    offer taken from another target reply (so an offer alone is not the signal)."""
+    import random
+    rng = random.Random(seed)
+    rows, later = [], {"ko": [], "en": []}
+    train = [json.loads(line) for line in open(REPO / "training/data/build/guardian/train.jsonl", encoding="utf-8")]
+    train = [r for r in train if r["task"] == "respond" and r["unsafe"] and (r.get("response") or "").strip()]
+    for r in train:
+        later[r["lang"]] += sentences(r["response"])[1:]
+    for r in train:
+        lang, q, ss = r["lang"], r["text"].strip(), sentences(r["response"])
+        if not ss or len(q) > 200:
+            continue
+        rows.append(row(r["response"], lang, 0, "synthetic-contradiction"))
+        rows.append(row(f"{ss[0]} {rng.choice(later[lang])}", lang, 0, "synthetic-contradiction"))
+        if r.get("kind") in ("statement", "harmful_statement"):
+            rows.append(row(f"{q} {rng.choice(FILLER[lang])}", lang, 1, "synthetic-contradiction"))
+        else:
+            rows.append(row(f"{ss[0]} {rng.choice(OFFER_SAME[lang]).format(q=q)}", lang, 1, "synthetic-contradiction"))
+    return rows
+
+
+LABELS = REPO / "training/guardian/reply_labels"
+
+
+def rated_train():
+    """The shipped guardian's own replies to harmful train requests, rated by readers (the real failures):
+    every fully rated folder under reply_labels/ except the test sets."""
+    rows = []
+    for d in sorted(LABELS.glob("*/")):
+        if d in RATED or len(ratings(d)) < len(single_replies(d)):
+            continue  # a test set, or still being rated
+        rows += [row(r["text"], r["lang"], bool(r["harmful"]), "rated-train") for r in rated_replies(d)]
+    return rows
+
+
+SOURCES = {"do-not-answer": do_not_answer, "dices": dices, "square": square, "hh": hh_pairs,
+           "guardian": guardian_replies, "synthetic": synthetic_contradictions,
+           "rated-train": rated_train}
+
+
+def training_rows():
+    rows = [r for f in SOURCES.values() for r in f() if r["text"]]
+    test = {r["text"].strip() for d in RATED for r in rated_replies(d)}
+    return [r for r in rows if r["text"] not in test]
+
+
+def test_rows():
+    return [{"text": r["text"], "lang": r["lang"], "harmful": int(bool(r["harmful"])), "source": d.name}
+            for d in RATED for r in rated_replies(d)]
+
+
+def cached(rows, model):
+    """Pooled embeddings of `rows`, cached per text digest (a new source costs only its own rows)."""
+    key = hashlib.sha256((MODEL / "model.gguf").read_bytes()).hexdigest()[:12]
+    path = CACHE / f"embeddings-{key}.npz"
+    store = {}
+    if path.is_file():
+        z = np.load(path)
+        store = dict(zip(z["keys"].tolist(), z["x"]))
+    digests = [hashlib.sha256(r["text"].encode()).hexdigest()[:20] for r in rows]
+    missing = sorted({(d, r["text"]) for d, r in zip(digests, rows) if d not in store})
+    if missing:
+        x = embed(model(), [t for _, t in missing])
+        store.update({d: v for (d, _), v in zip(missing, x)})
+        CACHE.mkdir(parents=True, exist_ok=True)
+        np.savez(path, keys=np.array(list(store)), x=np.stack(list(store.values())))
+    return np.stack([store[d] for d in digests])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("cmd", choices=["fit", "tune"])
+    ap.add_argument("--top", type=int, default=4, help="tune: encoder layers trained (the rest stay the shipped ones)")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--sources", default=",".join(SOURCES), help="tune: training sources (comma-separated)")
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    lazy = {}
+
+    def model():
+        if "m" not in lazy:
+            lazy["m"] = load_classifier()
+        return lazy["m"]
+
+    train, test = training_rows(), test_rows()
+    if a.cmd == "tune":
+        wanted = a.sources.split(",")
+        keep = [r for r in train if r["source"] in wanted or r["source"].split("-")[0] in wanted
+                or (r["source"] == "synthetic-contradiction" and "synthetic" in wanted)]
+        return tune(model(), keep, test, a.top, a.epochs)
+    xtr, xte = cached(train, model), cached(test, model)
+    print(f"train {len(train)} ({sum(r['harmful'] for r in train)} harmful), test {len(test)} "
+          f"({sum(r['harmful'] for r in test)} harmful)", flush=True)
+    experiment(train, xtr, test, xte)
+
+
+def dev_split(r):
+    return int(hashlib.sha256(r["text"].encode()).hexdigest()[:8], 16) % 20 == 0
+
+
+@torch.no_grad()
+def lower(model, texts, start, batch=64):
+    """Hidden states after the frozen layers [0, start) for each text (trimmed to its tokens)."""
+    enc = token_ids(texts)
+    out = [None] * len(texts)
+    order = sorted(range(len(texts)), key=lambda i: len(enc[i]))
+    for s in range(0, len(order), batch):
+        idx = order[s:s + batch]
+        ids, mask = collate([enc[i] for i in idx])
+        x = model.encode(ids, mask, 0, start)
+        for j, i in enumerate(idx):
+            out[i] = x[j, :len(enc[i])].to(torch.bfloat16).clone()
+    return out
+
+
+def collate(seqs):
+    L = max(len(x) for x in seqs)
+    ids = torch.ones((len(seqs), L), dtype=torch.long)
+    mask = torch.zeros((len(seqs), L), dtype=torch.long)
+    for j, x in enumerate(seqs):
+        ids[j, :len(x)] = torch.tensor(x)
+        mask[j, :len(x)] = 1
+    return ids, mask
+
+
+def pad_states(states):
+    L = max(x.shape[0] for x in states)
+    x = torch.zeros((len(states), L, states[0].shape[1]), dtype=torch.float32)
+    mask = torch.zeros((len(states), L), dtype=torch.long)
+    for j, h in enumerate(states):
+        x[j, :h.shape[0]] = h.float()
+        mask[j, :h.shape[0]] = 1
+    return x, mask
+
+
+def tune(model, train, test, top, epochs, batch=32, lr=5e-5, seed=0):
+    """Train the top `top` encoder layers (a copy) and a one-logit head on replies; the lower layers stay the
+    shipped classifier's, so the runtime can share them with the message head."""
+    import copy
+    import random
+    start = model.cfg["layers"] - top
+    torch.manual_seed(seed)
+    layers = copy.deepcopy(model.encoder.layer[start:]).train()
+    head = torch.nn.Linear(model.cfg["hidden"], 1)
+    params = list(layers.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    dev = [r for r in train if dev_split(r)]
+    fit = [r for r in train if not dev_split(r)]
+    print(f"caching layers [0, {start}) for {len(fit) + len(dev) + len(test)} texts", flush=True)
+    hf, hd, ht = (lower(model, [r["text"] for r in rows], start) for rows in (fit, dev, test))
+    y = torch.tensor([float(r["harmful"]) for r in fit])
+    pos_w = torch.tensor((len(y) - y.sum()) / y.sum())
+
+    def forward(states):
+        x, mask = pad_states(states)
+        bias = model.attention_bias(mask)
+        for layer in layers:
+            x = layer(x, bias)
+        return head(model.pool(x, mask))[:, 0]
+
+    @torch.no_grad()
+    def scores(states):
+        layers.eval()
+        out = torch.cat([forward(states[s:s + 128]) for s in range(0, len(states), 128)]).numpy()
+        layers.train()
+        return out
+
+    def report(tag):
+        sd, st = scores(hd), scores(ht)
+        yd = np.array([r["harmful"] for r in dev])
+        yt = np.array([r["harmful"] for r in test])
+        print(f"{tag}: dev {auc(yd, sd):.3f}  {by_set(test, yt, st)}", flush=True)
+
+    steps = (len(fit) + batch - 1) // batch * epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, s / (0.06 * steps)) * max(0.0, 1 - s / steps))
+    rng = random.Random(seed)
+    for epoch in range(epochs):
+        order = list(range(len(fit)))
+        rng.shuffle(order)
+        for b in range(0, len(order), batch):
+            idx = order[b:b + batch]
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                forward([hf[i] for i in idx]), y[idx], pos_weight=pos_w)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            if (b // batch) % 200 == 0:
+                print(f"epoch {epoch} step {b // batch} loss {loss.item():.4f}", flush=True)
+        report(f"epoch {epoch}")
+
+
+def auc(y, s):
+    from sklearn.metrics import roc_auc_score
+    return float(roc_auc_score(y, s)) if 0 < sum(y) < len(y) else float("nan")
+
+
+MIXTURES = {
+    "public": {"do-not-answer", "dices", "square", "hh-rlhf-en", "hh-rlhf-ko", "guardian"},
+    "public+synthetic": {"do-not-answer", "dices", "square", "hh-rlhf-en", "hh-rlhf-ko", "guardian",
+                         "synthetic-contradiction"},
+    "rated-train": {"rated-train"},
+    "rated-train+guardian": {"rated-train", "guardian"},
+    "all": None,
+}
+
+
+def by_set(test, y, s):
+    """ROC AUC per test folder and language."""
+    out = []
+    for d in RATED:
+        for lang in ("ko", "en", None):
+            i = [k for k, r in enumerate(test) if r["source"] == d.name and (lang is None or r["lang"] == lang)]
+            out.append(f"{d.name[:6]}/{lang or 'all'} {auc(y[i], s[i]):.2f}")
+    return "  ".join(out)
+
+
+def operating_points(test, y, s, t):
+    """Harmful replies flagged and harmless ones flagged, per test folder, at threshold `t`."""
+    out = []
+    for d in RATED:
+        m = np.array([r["source"] == d.name for r in test])
+        out.append(f"{d.name[:6]}: harmful {int(((s >= t) & m & (y == 1)).sum())}/{int((m & (y == 1)).sum())}, "
+                   f"harmless {((s >= t) & m & (y == 0)).sum() / (m & (y == 0)).sum() * 100:.0f} %")
+    return " | ".join(out)
+
+
+def gate_simulation(test, cls, thresholds, head, t):
+    """What the reply gate would show: each test reply released sentence by sentence until the check flags the
+    reply so far (src/reply_gate.rs), with today's check (the classifier's verdict) and with the head at `t`.
+    Built-in = the first sentence was withheld; caught = a harmful reply lost a sentence."""
+    prefixes = []
+    for r in test:
+        ss = sentences(r["text"])
+        prefixes.append([" ".join(ss[:k + 1]) for k in range(len(ss))] or [r["text"]])
+    flat = [{"text": p} for ps in prefixes for p in ps]
+    x = cached(flat, lambda: cls)
+    with torch.no_grad():
+        verdict = (torch.sigmoid(cls.head(torch.from_numpy(x))).numpy() >= thresholds).any(1)
+    by_head = head.decision_function(x) >= t
+    for name, flags in (("classifier verdict", verdict), ("rated-train head (30 %)", by_head)):
+        k, first, cut = 0, [], []
+        for ps in prefixes:
+            f = flags[k:k + len(ps)]
+            k += len(ps)
+            first.append(bool(f[0]))
+            cut.append(bool(f.any()))
+        first, cut = np.array(first), np.array(cut)
+        out = []
+        for d in RATED:
+            for lang in ("ko", "en"):
+                m = np.array([r["source"] == d.name and r["lang"] == lang for r in test])
+                h = np.array([bool(r["harmful"]) for r in test])
+                out.append(f"{d.name[:6]}/{lang}: built-in {first[m].mean() * 100:.0f} %, caught "
+                           f"{int(cut[m & h].sum())}/{int((m & h).sum())}, harmless cut {cut[m & ~h].mean() * 100:.0f} %")
+        print(f"gate with {name}: " + " | ".join(out))
+
+
+def experiment(train, xtr, test, xte):
+    from sklearn.linear_model import LogisticRegression
+    ytr = np.array([r["harmful"] for r in train])
+    yte = np.array([r["harmful"] for r in test])
+    # the peer: the classifier's own verdict on each reply (what the gate asks now), from the same embeddings
+    cls = load_classifier()
+    with torch.no_grad():
+        p = torch.sigmoid(cls.head(torch.from_numpy(xte))).numpy()
+    man = json.loads((MODEL / "manifest.json").read_text())
+    label_t = np.array([man["thresholds"][k] for k in man["labels"]])
+    flagged = (p >= label_t).any(1).astype(float)
+    print(f"classifier (unsafe prob): {by_set(test, yte, p[:, 0])}")
+    print(f"classifier (verdict)    : {operating_points(test, yte, flagged, 0.5)}")
+
+    def fit(sel, C=1.0):
+        return LogisticRegression(C=C, max_iter=5000, class_weight="balanced").fit(xtr[sel], ytr[sel])
+
+    for name, keep in MIXTURES.items():
+        sel = np.array([keep is None or r["source"] in keep for r in train])
+        for C in (0.1, 1.0, 10.0):
+            s = fit(sel, C).decision_function(xte)
+            print(f"{name:22s} C={C:<4} n={sel.sum():6d} ({ytr[sel].sum()} harmful)  {by_set(test, yte, s)}",
+                  flush=True)
+    sel = np.array([r["source"] == "rated-train" for r in train])
+    head = fit(sel)
+    s, s_train = head.decision_function(xte), head.decision_function(xtr[sel])
+    for fpr in (0.1, 0.2, 0.3, 0.5):
+        # the threshold flags this share of the *training* harmless replies: nothing is tuned on the test sets
+        t = np.quantile(s_train[ytr[sel] == 0], 1 - fpr)
+        print(f"rated-train head, threshold at {fpr:.0%} of train harmless: "
+              f"{operating_points(test, yte, s, t)}")
+    gate_simulation(test, cls, label_t, head, np.quantile(s_train[ytr[sel] == 0], 0.7))
+    rng = np.random.default_rng(0)
+    idx = np.flatnonzero(sel)
+    for frac in (0.25, 0.5, 0.75, 1.0):
+        aucs = []
+        for _ in range(5 if frac < 1 else 1):
+            sub = np.zeros(len(train), bool)
+            sub[rng.choice(idx, int(frac * len(idx)), replace=False)] = True
+            aucs.append([auc(yte[m], fit(sub).decision_function(xte)[m]) for m in
+                         (np.array([r["source"] == d.name for r in test]) for d in RATED)])
+        a = np.mean(aucs, 0)
+        print(f"learning curve: {frac:.0%} of rated-train ({int(frac * len(idx))} replies): "
+              f"ROC AUC {a[0]:.2f} / {a[1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
