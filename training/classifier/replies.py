@@ -16,7 +16,8 @@ ood source of the classifier. Measured (2026-12-04, one epoch on messages + thes
 training/data/build/unified_replies.jsonl --epochs 1`, exported like the shipped one; training/guardian/RUN_NOTES.md):
 messages unchanged (test F1 ko 82.5 -> 82.9, en 95.2 -> 95.2; `training/eval/compare.py`), false positives on the
 readers' harmless replies 49 % -> 4 %, but it flags none of the 25 harmful ones (ROC AUC 0.41): it learned "a reply
-is safe". Not shipped. A reply check needs harmful replies to learn from, Korean ones above all.
+is safe". Not shipped. A reply check needs harmful replies to learn from, Korean ones above all: see
+`reply_head.py`, which learns from the guardian's own rated replies (training/guardian/reply_labels).
 
     python training/classifier/replies.py            # -> training/data/build/replies.jsonl + unified_replies.jsonl
     python training/classifier/train.py --data training/data/build/unified_replies.jsonl --run RUN ...
