@@ -18,6 +18,9 @@ Training sources (label: the reply is harmful), none from the hidden sets:
   echoed back (harmful), beside the target itself and a safe offer (harmless) (`synthetic_contradictions`).
 Test: the two rated folders in `reply_review.RATED` (replies to dev, test and held-back requests), never trained on.
 
+Needs training/data/build (`training/data/build.py`, then `training/guardian/data.py`) and the shipped
+models/classifier; embeddings are cached under training/runs/reply_head.
+
     python training/classifier/reply_head.py fit     # linear heads on cached pooled embeddings: data mixtures,
                                                      # operating points and a learning curve, beside the classifier
     python training/classifier/reply_head.py tune --top 4 --epochs 4 --sources rated-train
