@@ -23,7 +23,7 @@ models/classifier; embeddings are cached under training/runs/reply_head.
 
     python training/classifier/reply_head.py fit     # linear heads on cached pooled embeddings: data mixtures,
                                                      # operating points and a learning curve, beside the classifier
-    python training/classifier/reply_head.py tune --top 4 --epochs 4 --sources rated-train
+    python training/classifier/reply_head.py tune --top 4 --epochs 3 --sources rated-train
                                                      # the top 4 encoder layers retrained with a one-logit head
 """
 import argparse
