@@ -26,6 +26,17 @@ def tokenizer(path, max_len):
     return tok
 
 
+def collate(seqs):
+    """Token-id sequences -> (ids, attention mask), padded to the longest with the pad id 1."""
+    L = max(len(x) for x in seqs)
+    ids = torch.ones((len(seqs), L), dtype=torch.long)
+    mask = torch.zeros((len(seqs), L), dtype=torch.long)
+    for j, x in enumerate(seqs):
+        ids[j, : len(x)] = torch.tensor(x)
+        mask[j, : len(x)] = 1
+    return ids, mask
+
+
 def targets(r):
     y = np.zeros(1 + len(CATEGORIES), dtype=np.float32)
     m = np.zeros(len(CATEGORIES), dtype=np.float32)
@@ -48,13 +59,7 @@ class Batches:
         self.ymask = np.stack([b for _, b in t]) if t else np.zeros((0, 9), np.float32)
 
     def _collate(self, idx):
-        L = max(len(self.ids[i]) for i in idx)
-        ids = torch.ones((len(idx), L), dtype=torch.long)  # pad id 1
-        mask = torch.zeros((len(idx), L), dtype=torch.long)
-        for j, i in enumerate(idx):
-            ids[j, : len(self.ids[i])] = torch.tensor(self.ids[i])
-            mask[j, : len(self.ids[i])] = 1
-        return ids, mask
+        return collate([self.ids[i] for i in idx])
 
     def n_batches(self):
         return (sum(self.repeats) + self.batch - 1) // self.batch

@@ -31,7 +31,6 @@ import csv
 import gzip
 import hashlib
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -43,10 +42,11 @@ RAW = REPO.parent / "shared/data/raw"
 MODEL = REPO / "models/classifier"
 CACHE = REPO / "training/runs/reply_head"
 sys.path.insert(0, str(REPO / "training"))
-from classifier.data import tokenizer  # noqa: E402
+from classifier.data import collate, tokenizer  # noqa: E402
 from classifier.model import GuardClassifier  # noqa: E402
 from common.normalize import normalize  # noqa: E402
-from guardian.reply_review import RATED, rated_replies, ratings, single_replies  # noqa: E402
+from guardian.data import EN_REFUSE, KO_REFUSE, hh_turns, ko_pair  # noqa: E402
+from guardian.reply_review import RATED, rated_replies, ratings, roc_auc, single_replies  # noqa: E402
 
 MAX_LEN = 128
 
@@ -122,39 +122,23 @@ def square():
     return rows
 
 
-REFUSAL = re.compile(r"\b(I('m| am) (sorry|not (able|going|comfortable))|I (can't|cannot|won't|will not|don't think "
-                     r"I should)|I'd (rather|prefer) not|not (something|a thing) I|that('s| is) (illegal|wrong|not "
-                     r"(ok|okay|appropriate|legal|a good idea)))", re.I)
-REFUSAL_KO = re.compile(r"(죄송|할 수 없|하지 않|않을 거|안 됩니다|안 돼요|불법|도와드릴 수 없|좋지 않|원하지 않)")
-
-
-def last_assistant(dialogue):
-    """The reply after the last human turn. The Korean translation renames the assistant turn freely (조수, 보조자,
-    비서, ...), so the reply starts after the first `\\n\\nWORD:` that follows the last `Human`."""
-    i = dialogue.rfind("Human")
-    m = re.search(r"\n\n?\\?[^\s:\\\"]{1,12}:", dialogue[i + 5:]) if i >= 0 else None
-    return dialogue[i + 5 + m.end():].strip() if m else ""
-
-
-def ko_pair(line):
-    """sionic-ai's lines are JSON only 20 % of the time (unescaped quotes): take both fields by position."""
-    m = re.match(r'\{"chosen":\s*"(.*)",\s*"(?:거부됨|rejected|거절됨|거부|거절)":\s*"(.*)"\}\s*$', line, re.S)
-    if not m:
-        return None
-    return {k: v.replace("\\n", "\n").replace('\\"', '"') for k, v in zip(("chosen", "rejected"), m.groups())}
+def last_reply(dialogue):
+    turns = [text for who, text in hh_turns(dialogue) if who == "A"]
+    return turns[-1] if turns else ""
 
 
 def hh_pairs():
     """hh-rlhf harmless-base test (en) and its Korean translation: the pairs whose chosen reply refuses and whose
-    rejected one does not. Such a rejected reply went along with a red-team request: harmful, or close to it."""
+    rejected one does not (the guardian data's refusal patterns). Such a rejected reply went along with a red-team
+    request: harmful, or close to it."""
     rows = []
     with gzip.open(RAW / "anthropics__hh-rlhf/harmless-base/test.jsonl.gz", "rt", encoding="utf-8") as f:
-        en = [json.loads(l) for l in f]
-    ko = [p for p in map(ko_pair, open(RAW / "sionic-ai__Data_Ko_hh-rlhf/ko_harmless_base_test.txt", encoding="utf-8"))
-          if p]
-    for lang, pairs, refusal in (("en", en, REFUSAL), ("ko", ko, REFUSAL_KO)):
+        en = [json.loads(line) for line in f]
+    with open(RAW / "sionic-ai__Data_Ko_hh-rlhf/ko_harmless_base_test.txt", encoding="utf-8") as f:
+        ko = [p for p in map(ko_pair, f) if p]
+    for lang, pairs, refusal in (("en", en, EN_REFUSE), ("ko", ko, KO_REFUSE)):
         for p in pairs:
-            c, r = last_assistant(p["chosen"]), last_assistant(p["rejected"])
+            c, r = last_reply(p["chosen"]), last_reply(p["rejected"])
             if c and r and c != r and refusal.search(c) and not refusal.search(r):
                 rows.append(row(r, lang, 1, f"hh-rlhf-{lang}"))
                 rows.append(row(c, lang, 0, f"hh-rlhf-{lang}"))
@@ -323,16 +307,6 @@ def lower(model, texts, start, batch=64):
     return out
 
 
-def collate(seqs):
-    L = max(len(x) for x in seqs)
-    ids = torch.ones((len(seqs), L), dtype=torch.long)
-    mask = torch.zeros((len(seqs), L), dtype=torch.long)
-    for j, x in enumerate(seqs):
-        ids[j, :len(x)] = torch.tensor(x)
-        mask[j, :len(x)] = 1
-    return ids, mask
-
-
 def pad_states(states):
     L = max(x.shape[0] for x in states)
     x = torch.zeros((len(states), L, states[0].shape[1]), dtype=torch.float32)
@@ -402,8 +376,9 @@ def tune(model, train, test, top, epochs, batch=32, lr=5e-5, seed=0):
 
 
 def auc(y, s):
-    from sklearn.metrics import roc_auc_score
-    return float(roc_auc_score(y, s)) if 0 < sum(y) < len(y) else float("nan")
+    y = np.asarray(y).astype(bool)
+    r = roc_auc(list(s[y]), list(s[~y]))
+    return float("nan") if r is None else r
 
 
 MIXTURES = {

@@ -331,12 +331,20 @@ def hh_turns(dialogue, human=HH_HUMAN, assist=HH_ASSIST):
     return turns
 
 
+def unescape(field):
+    return field.replace("\\n", "\n").replace('\\"', '"')
+
+
 def ko_chosen(line):
     """sionic-ai's lines are JSON only 20 % of the time (unescaped quotes); take the `chosen` field by position."""
     m = re.match(r'\{"chosen":\s*"(.*)",\s*"(?:거부됨|rejected|거절됨|거부)":', line, re.S)
-    if not m:
-        return None
-    return m.group(1).replace("\\n", "\n").replace('\\"', '"')
+    return unescape(m.group(1)) if m else None
+
+
+def ko_pair(line):
+    """Both fields of a sionic-ai line, by position (see `ko_chosen`): {"chosen", "rejected"} or None."""
+    m = re.match(r'\{"chosen":\s*"(.*)",\s*"(?:거부됨|rejected|거절됨|거부|거절)":\s*"(.*)"\}\s*$', line, re.S)
+    return {"chosen": unescape(m.group(1)), "rejected": unescape(m.group(2))} if m else None
 
 
 def hh_rlhf():
