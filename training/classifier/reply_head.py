@@ -231,8 +231,9 @@ SOURCES = {"do-not-answer": do_not_answer, "dices": dices, "square": square, "hh
            "rated-train": rated_train}
 
 
-def training_rows():
-    rows = [r for f in SOURCES.values() for r in f() if r["text"]]
+def training_rows(names=tuple(SOURCES)):
+    """The rows of the named sources, less any reply that is also a test reply."""
+    rows = [r for name in names for r in SOURCES[name]() if r["text"]]
     test = {r["text"].strip() for d in RATED for r in rated_replies(d)}
     return [r for r in rows if r["text"] not in test]
 
@@ -276,12 +277,10 @@ def main():
             lazy["m"] = load_classifier()
         return lazy["m"]
 
-    train, test = training_rows(), test_rows()
+    test = test_rows()
     if a.cmd == "tune":
-        wanted = a.sources.split(",")
-        keep = [r for r in train if r["source"] in wanted or r["source"].split("-")[0] in wanted
-                or (r["source"] == "synthetic-contradiction" and "synthetic" in wanted)]
-        return tune(model(), keep, test, a.top, a.epochs)
+        return tune(model(), training_rows(a.sources.split(",")), test, a.top, a.epochs)
+    train = training_rows()
     xtr, xte = cached(train, model), cached(test, model)
     print(f"train {len(train)} ({sum(r['harmful'] for r in train)} harmful), test {len(test)} "
           f"({sum(r['harmful'] for r in test)} harmful)", flush=True)
