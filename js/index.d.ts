@@ -99,7 +99,7 @@ export interface RespondOptions {
   maxTokens?: number;
   /** End the reply where it would repeat an n-gram of this many tokens (default 4; 0: never, plain greedy as the reference outputs). */
   noRepeatNgram?: number;
-  /** Release the reply sentence by sentence, each after the classifier has read the reply so far (default true):
+  /** Release the reply sentence by sentence, each after the classifier's reply check has read the reply so far (default true):
    * a flagged sentence is withheld and ends the reply (`stopped: 'unsafe'`). false: every token as generated. */
   check?: boolean;
   /** Abort to stop generating: the promise resolves with the text so far and `stopped: 'cancelled'`. */
@@ -112,7 +112,7 @@ export interface GuardianResponse {
   /** The reply; after 'repetition' its unfinished last sentence (already streamed) is dropped. */
   text: string;
   /** 'repetition': the next token would have repeated a 4-gram of the reply (see noRepeatNgram);
-   * 'unsafe': the classifier flagged the next sentence, which was withheld (see check). */
+   * 'unsafe': the classifier's reply check flagged the next sentence, which was withheld (see check). */
   stopped: 'end_of_turn' | 'max_tokens' | 'repetition' | 'unsafe' | 'cancelled';
   /** Every released sentence was checked by the classifier first. */
   checked: boolean;
@@ -234,6 +234,15 @@ export interface ModelInfo {
   guardian: GuardianInfo | null;
 }
 
+/** The reply gate's check (the classifier's `reply_unsafe` head, trained on the guardian's replies only). */
+export interface ReplyCheck {
+  /** Unsafe to show: the gate would withhold it. */
+  flagged: boolean;
+  /** P(unsafe to show) and its threshold under the policy; null for a classifier without the reply check. */
+  score: number | null;
+  threshold: number | null;
+}
+
 export class Guard {
   static load(options: LoadOptions): Promise<Guard>;
   /** With a guardian attached, the cascade (see `Verdict.decided_by` / `cascade`). */
@@ -245,6 +254,8 @@ export class Guard {
   detachGuardian(): void;
   /** The guardian's safe response, streamed and cancellable. Rejects with NO_GUARDIAN when none is loaded. */
   respond(text: string, options?: RespondOptions): Promise<GuardianResponse>;
+  /** The reply gate's check on a guardian reply (so far): would the gate withhold it? */
+  checkReply(reply: string, policy?: Policy): Promise<ReplyCheck>;
   /** The guardian's own verdict, without the classifier. */
   classifyWithGuardian(text: string, policy?: Policy): Promise<Verdict>;
   /** The fail-mode verdict for an error; `text` picks the reply language. */
@@ -257,6 +268,7 @@ export interface GuardWorker {
   ready: Promise<ModelInfo>;
   classify(text: string, policy?: Policy): Promise<Verdict>;
   classifyBatch(texts: string[], policy?: Policy): Promise<Verdict[]>;
+  checkReply(reply: string, policy?: Policy): Promise<ReplyCheck>;
   attachGuardian(options: Omit<GuardianLoadOptions, 'onProgress'>): Promise<GuardianInfo>;
   respond(text: string, options?: RespondOptions): Promise<GuardianResponse>;
   info(): Promise<ModelInfo>;

@@ -401,6 +401,19 @@ export class Guard {
     }
   }
 
+  /** The check the reply gate runs on each sentence of a guardian reply (`respond`, `check: true`): is `reply` (the
+   * reply so far) unsafe to show? `{ flagged, score, threshold }` from the classifier's `reply_unsafe` head, which
+   * was trained on the guardian's replies (not on other models' output); `score` and `threshold` are null for a
+   * classifier without it (its message verdict decides). Useful when you generate with `check: false`. */
+  async checkReply(reply, policy) {
+    if (typeof reply !== 'string') throw new GuardError('INVALID_INPUT', 'reply must be a string');
+    try {
+      return this.#live().checkReply(reply, policy);
+    } catch (e) {
+      rethrow(e);
+    }
+  }
+
   /** The guardian's own verdict (the classify format on the generative model), without the classifier. */
   async classifyWithGuardian(text, policy) {
     if (typeof text !== 'string') throw new GuardError('INVALID_INPUT', 'text must be a string');
@@ -524,6 +537,7 @@ export function createGuardWorker(options = {}) {
     ready,
     classify: (text, policy) => ready.then(() => call('classify', text, policy)),
     classifyBatch: (texts, policy) => ready.then(() => call('classifyBatch', texts, policy)),
+    checkReply: (reply, policy) => ready.then(() => call('checkReply', reply, policy)),
     attachGuardian: (opts) => ready.then(() => call('attachGuardian', { ...opts, model: opts.model instanceof URL ? opts.model.href : opts.model, onProgress: undefined })),
     respond: (text, { signal, onToken, ...opts } = {}) =>
       ready.then(() => {

@@ -11,7 +11,7 @@ use crate::policy::{Policy, ResolvedPolicy};
 use crate::reply::language;
 use crate::text::normalize;
 use crate::tokenizer::{TextTokenizer, Window};
-use crate::verdict::{Scores, Verdict};
+use crate::verdict::{ReplyCheck, Scores, Verdict};
 
 /// Windows per forward pass: bounds working memory for long inputs and big batches (wasm memory never shrinks,
 /// and edge isolates have 128 MB, so wasm32 runs fewer at a time).
@@ -416,6 +416,7 @@ impl Guard {
                 .map(|t| self.windows(t, max_input_bytes))
                 .collect(),
             self.manifest.labels.len(),
+            self.manifest.has_reply_check(),
         )
     }
 
@@ -435,6 +436,34 @@ impl Guard {
             self.cpu.name(),
             now_ms() - t0,
         ))
+    }
+
+    /// The reply check on a guardian reply (so far), on the CPU path: is it unsafe to show? The classifier's
+    /// `reply_unsafe` head at its threshold under `policy` (`sensitivity` shifts it like every threshold). It was
+    /// trained on the shipped guardian's replies, not on other models' output. A classifier without the reply
+    /// check (v1.0) answers with its message verdict instead, which flags many refusals that name their topic.
+    pub fn check_reply(&self, reply: &str, policy: &Policy) -> Result<ReplyCheck> {
+        let p = self.resolve(policy)?;
+        let Some(threshold) = p
+            .reply_threshold
+            .filter(|_| self.manifest.has_reply_check())
+        else {
+            return Ok(ReplyCheck {
+                flagged: self.classify(reply, policy)?.flagged,
+                score: None,
+                threshold: None,
+            });
+        };
+        let s = self
+            .scores(&[reply], p.max_input_bytes)?
+            .pop()
+            .expect("one result per text")?;
+        let score = s.reply_unsafe.unwrap_or(0.0);
+        Ok(ReplyCheck {
+            flagged: score >= threshold,
+            score: Some(score),
+            threshold: Some(threshold),
+        })
     }
 
     /// One verdict per message. A message that cannot be scored (too long) gets the fail-mode verdict with its
@@ -489,10 +518,12 @@ struct ScorePlan {
     jobs: Vec<(usize, usize)>,
     logits: Vec<Vec<f32>>,
     labels: usize,
+    /// The last label is the reply check (not a category of the message).
+    reply_check: bool,
 }
 
 impl ScorePlan {
-    fn new(per_text: Vec<Result<Vec<Window>>>, labels: usize) -> Self {
+    fn new(per_text: Vec<Result<Vec<Window>>>, labels: usize, reply_check: bool) -> Self {
         let mut jobs: Vec<(usize, usize)> = Vec::new();
         for (i, w) in per_text.iter().enumerate() {
             if let Ok(ws) = w {
@@ -509,6 +540,7 @@ impl ScorePlan {
             jobs,
             logits,
             labels,
+            reply_check,
         }
     }
 
@@ -544,7 +576,9 @@ impl ScorePlan {
     }
 
     fn finish(self) -> Vec<Result<Scores>> {
-        let labels = self.labels;
+        let reply_check = self.reply_check;
+        // `unsafe`, the categories, then the reply check where the model has it
+        let categories = self.labels - 1 - usize::from(reply_check);
         let sigmoid = |x: f32| 1.0 / (1.0 + (-x).exp());
         self.per_text
             .into_iter()
@@ -555,7 +589,8 @@ impl ScorePlan {
                     // nothing left after normalisation: nothing to flag
                     return Ok(Scores {
                         unsafe_prob: 0.0,
-                        categories: vec![0.0; labels - 1],
+                        categories: vec![0.0; categories],
+                        reply_unsafe: reply_check.then_some(0.0),
                         tokens: 0,
                         windows: 0,
                     });
@@ -564,7 +599,8 @@ impl ScorePlan {
                 let p: Vec<f32> = l.into_iter().map(sigmoid).collect();
                 Ok(Scores {
                     unsafe_prob: p[0],
-                    categories: p[1..].to_vec(),
+                    categories: p[1..=categories].to_vec(),
+                    reply_unsafe: reply_check.then(|| p[categories + 1]),
                     tokens,
                     windows: ws.len(),
                 })

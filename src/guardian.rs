@@ -85,7 +85,7 @@ pub enum StopReason {
     Repetition,
     /// The callback returned `false` (or `Generation::cancel`).
     Cancelled,
-    /// The reply gate (`reply_gate.rs`): the classifier flagged the next sentence, which was withheld.
+    /// The reply gate (`reply_gate.rs`): the classifier's reply check flagged the next sentence, which was withheld.
     Unsafe,
 }
 
@@ -661,12 +661,14 @@ impl Guardian {
             None => Scores {
                 unsafe_prob: 0.0,
                 categories: vec![0.0; self.manifest.categories.len()],
+                reply_unsafe: None,
                 tokens: 0,
                 windows: 0,
             },
             Some(g) => Scores {
                 unsafe_prob: g.unsafe_prob,
                 categories: g.category_probs.iter().map(|c| c * g.unsafe_prob).collect(),
+                reply_unsafe: None,
                 tokens: g.tokens,
                 windows: 1,
             },

@@ -23,7 +23,7 @@ pub use guard::{BackendChoice, Guard, ModelFiles, ModelInfo};
 pub use guardian::{Generation, Guardian, GuardianScore, RespondOptions, Response, StopReason};
 pub use policy::{Action, FailMode, Policy};
 pub use reply_gate::ReplyGate;
-pub use verdict::{CascadeInfo, DecidedBy, Scores, Verdict};
+pub use verdict::{CascadeInfo, DecidedBy, ReplyCheck, Scores, Verdict};
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;

@@ -20,11 +20,12 @@ pub struct Manifest {
     pub architecture: Architecture,
     pub quantization: BTreeMap<String, String>,
     pub text: TextConfig,
-    /// Classifier output labels (`unsafe`, then the categories); empty for the guardian.
+    /// Classifier output labels (`unsafe`, the categories, then `reply_unsafe` where the model has the reply
+    /// check); empty for the guardian.
     #[serde(default)]
     pub labels: Vec<String>,
     pub categories: Vec<String>,
-    /// Default per-label thresholds (`unsafe` plus each category), chosen on the dev splits. Non-numeric entries
+    /// Default per-label thresholds (`unsafe`, each category, `reply_unsafe`), chosen on dev data. Non-numeric entries
     /// (the guardian's `cascade_band`) are read into their own fields instead.
     #[serde(deserialize_with = "numeric_thresholds")]
     pub thresholds: BTreeMap<String, f32>,
@@ -47,6 +48,11 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stop_ids: Vec<u32>,
 }
+
+/// The classifier's optional last label: the reply check, P(a guardian reply so far is unsafe to show), read by
+/// the reply gate (`reply_gate.rs`) instead of the message verdict. A head row on the same pooled encoder output,
+/// trained on rated guardian replies (`training/classifier/reply_head.py`).
+pub const REPLY_LABEL: &str = "reply_unsafe";
 
 /// `task` of a generative guardian manifest (architecture `gemma3-decoder`).
 pub const TASK_GUARDIAN: &str = "guardian";
@@ -195,6 +201,11 @@ impl Manifest {
         self.task == TASK_GUARDIAN
     }
 
+    /// The classifier has the reply check (`REPLY_LABEL`, its last label).
+    pub fn has_reply_check(&self) -> bool {
+        self.labels.last().map(String::as_str) == Some(REPLY_LABEL)
+    }
+
     fn check_classifier(&self) -> Result<()> {
         if self.text.max_tokens < 8 || self.text.max_tokens > self.architecture.max_position {
             return Err(GuardError::Manifest(format!(
@@ -208,12 +219,13 @@ impl Manifest {
                 self.text.window_stride
             )));
         }
-        if self.labels.first().map(String::as_str) != Some("unsafe")
-            || self.labels[1..] != self.categories[..]
+        let message = &self.labels[..self.labels.len() - usize::from(self.has_reply_check())];
+        if message.first().map(String::as_str) != Some("unsafe")
+            || message[1..] != self.categories[..]
         {
-            return Err(GuardError::Manifest(
-                "labels must be `unsafe` followed by the categories".into(),
-            ));
+            return Err(GuardError::Manifest(format!(
+                "labels must be `unsafe` followed by the categories (and optionally `{REPLY_LABEL}`)"
+            )));
         }
         for l in &self.labels {
             match self.thresholds.get(l) {

@@ -73,6 +73,9 @@ impl Default for Policy {
 pub struct ResolvedPolicy {
     pub unsafe_threshold: f32,
     pub categories: Vec<(String, f32, Action)>,
+    /// The reply check's threshold (`manifest::REPLY_LABEL`), shifted by `sensitivity` like the others; `None` for
+    /// a model without it.
+    pub reply_threshold: Option<f32>,
     pub default_action: Action,
     pub fail_mode: FailMode,
     pub max_input_bytes: usize,
@@ -153,6 +156,9 @@ impl Policy {
         Ok(ResolvedPolicy {
             unsafe_threshold: shift(u, self.sensitivity),
             categories: cats,
+            reply_threshold: defaults
+                .get(crate::manifest::REPLY_LABEL)
+                .map(|&t| shift(t, self.sensitivity)),
             default_action: self.default_action,
             fail_mode: self.fail_mode,
             max_input_bytes: self.max_input_bytes,

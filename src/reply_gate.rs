@@ -1,6 +1,7 @@
-//! The reply gate: a guardian reply is released sentence by sentence, each only after the classifier has read the
-//! reply so far. A 270M model can still write a harmful sentence ("...I can help you make bombs."); the gate makes
-//! sure such a sentence never reaches the user: it is withheld and generation stops there (`StopReason::Unsafe`).
+//! The reply gate: a guardian reply is released sentence by sentence, each only after the classifier's reply check
+//! (`reply_unsafe`, `Guard::check_reply`) has read the reply so far. A 270M model can still write a harmful sentence
+//! ("...I can help you make bombs."); the gate makes sure such a sentence never reaches the user: it is withheld and
+//! generation stops there (`StopReason::Unsafe`).
 //! So is a sentence that gives a phone number which is not a verified help line (`helpline.rs`).
 //! When nothing could be released, the reply becomes the built-in safe reply in the query's language.
 //! A reply to a message the classifier rates a self-harm risk ends with a verified crisis line in the message's
@@ -252,12 +253,13 @@ impl ReplyGate {
     }
 }
 
-/// The classifier as the gate's check: is the reply so far flagged under `policy`?
+/// The classifier as the gate's check: is the reply so far unsafe to show under `policy` (its reply check,
+/// `Guard::check_reply`)?
 pub fn classifier_check<'a>(
     guard: &'a Guard,
     policy: &'a Policy,
 ) -> impl FnMut(&str) -> Result<bool> + 'a {
-    move |so_far| Ok(guard.classify(so_far, policy)?.flagged)
+    move |so_far| Ok(guard.check_reply(so_far, policy)?.flagged)
 }
 
 /// End a gated generation: the response, with the built-in reply for the query's category when nothing passed.

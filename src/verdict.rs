@@ -81,11 +81,24 @@ pub struct VerdictError {
     pub message: String,
 }
 
+/// The reply check's answer for one guardian reply (`Guard::check_reply`): what the reply gate decides on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplyCheck {
+    /// The reply is unsafe to show: the gate would withhold it.
+    pub flagged: bool,
+    /// P(unsafe to show) from the classifier's reply check (`reply_unsafe`) and its threshold under the policy;
+    /// both absent for a classifier without the reply check, whose message verdict decides instead.
+    pub score: Option<f32>,
+    pub threshold: Option<f32>,
+}
+
 /// Per-label probabilities for one message (after worst-window aggregation).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scores {
     pub unsafe_prob: f32,
     pub categories: Vec<f32>,
+    /// The reply check's probability (`manifest::REPLY_LABEL`), for a classifier that has it.
+    pub reply_unsafe: Option<f32>,
     pub tokens: usize,
     pub windows: usize,
 }

@@ -139,6 +139,17 @@ impl WasmGuard {
         to_js(&v)
     }
 
+    /// The reply gate's check on a guardian reply (`Guard::check_reply`).
+    #[wasm_bindgen(js_name = checkReply)]
+    pub fn check_reply(&self, text: &str, policy: JsValue) -> Result<JsValue, JsValue> {
+        let policy = policy_from(policy)?;
+        let c = self
+            .guard()?
+            .check_reply(text, &policy)
+            .map_err(|e| js_error(&e))?;
+        to_js(&c)
+    }
+
     #[wasm_bindgen(js_name = classifyBatch)]
     pub fn classify_batch(&self, texts: Vec<String>, policy: JsValue) -> Result<JsValue, JsValue> {
         let policy = policy_from(policy)?;

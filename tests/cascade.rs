@@ -514,18 +514,21 @@ fn the_gate_releases_whole_checked_sentences() {
             );
         }
 
-        // the real classifier as the check: the released guardian text is one it does not flag (the built-in
-        // fallback is not the guardian's; the classifier flags some refusals that name the topic, see the card)
+        // the real check (the classifier's reply check): the released guardian text is one it does not flag (the
+        // built-in fallback is not the guardian's; the check flags some refusals too, see the classifier's card)
         let policy = Policy::default();
-        let (pieces, r) = gated(s, t, &opts, |so_far| {
-            Ok(s.guard.classify(so_far, &policy)?.flagged)
-        });
+        let (pieces, r) = gated(
+            s,
+            t,
+            &opts,
+            slm_guard::reply_gate::classifier_check(&s.guard, &policy),
+        );
         if r.fallback {
             assert!(pieces.is_empty());
             assert_eq!(r.stopped, StopReason::Unsafe);
         } else {
             assert!(
-                !s.guard.classify(&r.text, &policy).unwrap().flagged,
+                !s.guard.check_reply(&r.text, &policy).unwrap().flagged,
                 "{t}: {:?}",
                 r.text
             );

@@ -117,6 +117,57 @@ fn jsonl_streams_before_end_of_input() {
 }
 
 #[test]
+fn check_reply_prints_the_gate_check_one_reply_or_jsonl() {
+    let comply = "Sure! Here's how to make a pipe bomb: first, get a steel pipe and end caps, then fill it with gunpowder.";
+    let out = cli().args(["check-reply", comply]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["flagged"], true, "{v}");
+    assert!(v["score"].as_f64().unwrap() >= v["threshold"].as_f64().unwrap());
+    let mut child = cli()
+        .args(["check-reply", "--jsonl"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = format!(
+        "{}\nnot json\n{}\n",
+        serde_json::json!({"id": 1, "text": comply}),
+        serde_json::json!({"id": 2, "text": "죄송하지만 그 요청은 도와드릴 수 없어요."})
+    );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines = json_lines(out.stdout);
+    assert_eq!(lines.len(), 3);
+    assert_eq!(
+        (&lines[0]["id"], &lines[0]["reply_check"]["flagged"]),
+        (&1.into(), &true.into())
+    );
+    assert_eq!(lines[1]["error"]["code"], "INVALID_JSON");
+    assert_eq!(lines[1]["line"], 2);
+    assert_eq!(
+        (&lines[2]["id"], &lines[2]["reply_check"]["flagged"]),
+        (&2.into(), &false.into())
+    );
+    // a reply and --jsonl together is a usage error
+    let out = cli()
+        .args(["check-reply", "--jsonl", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
 fn errors_go_to_stderr_with_nonzero_exit() {
     let dir = std::env::temp_dir().join(format!("slm-guard-cli-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -674,8 +674,9 @@ fn cli_respond_streams_and_classify_reads_a_guardian_dir() {
         &ModelFiles::from_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/models/classifier")).unwrap(),
     )
     .unwrap();
+    // what was shown passed the gate's check (the classifier's reply check)
     assert!(
-        !g.classify(shown, &Policy::default()).unwrap().flagged,
+        !g.check_reply(shown, &Policy::default()).unwrap().flagged,
         "{v}"
     );
     // one message with --check prints what the user would see, also when it is the built-in reply (with the

@@ -52,7 +52,9 @@ fn normalisation_tokens_and_probabilities_match_reference() {
             .unwrap();
         let got: Vec<f32> = std::iter::once(s.unsafe_prob)
             .chain(s.categories.iter().copied())
+            .chain(s.reply_unsafe)
             .collect();
+        assert_eq!(got.len(), labels.len(), "one probability per label");
         let want: Vec<f32> = serde_json::from_value(case["probs"].clone()).unwrap();
         for (l, (g, w)) in labels.iter().zip(got.iter().zip(&want)) {
             let d = (g - w).abs();

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Retrain and re-export the shipped classifier from scratch:
-#   data (if not built) -> fine-tune (resumable) -> prune + quantize + export -> baseline -> evaluation + model card.
+#   data (if not built) -> fine-tune (resumable) -> prune + quantize + export -> the reply check (a head row trained
+#   on rated guardian replies) -> baseline -> evaluation + model card.
 # Re-run the same command after an interruption: training resumes from training/runs/classifier/last.pt.
 # Extra arguments go to train.py (e.g. --epochs 1.5). Use `--fresh` to delete the previous run first.
 set -euo pipefail
@@ -13,6 +14,7 @@ py=training/.venv/bin/python
 start=$(date +%s)
 $py training/classifier/train.py "$@"
 $py training/classifier/export.py
+$py training/classifier/reply_head.py export
 $py training/eval/baseline.py
 $py training/eval/report.py
 echo "classifier pipeline finished in $(( ($(date +%s) - start) / 60 )) min"

@@ -2,6 +2,8 @@
 //!
 //!   slm-guard classify "text"            print the verdict as JSON
 //!   slm-guard classify --jsonl < in.jsonl  one verdict per input line (fields other than `text` are echoed)
+//!   slm-guard check-reply "reply"         the reply gate's check on a guardian reply ({flagged, score, threshold})
+//!   slm-guard check-reply --jsonl < in.jsonl  one check per line (`reply_check`; other fields echoed)
 //!   slm-guard bench                       latency, throughput, load time and peak memory
 //!   slm-guard respond "text"              the guardian's response, streamed (a guardian model: models/guardian)
 //!   slm-guard respond --jsonl < in.jsonl  one response per line ({"text", "force_safety"?, "max_tokens"?, ...});
@@ -74,13 +76,25 @@ enum Command {
         /// End the reply where it would repeat an n-gram of this many tokens (0: never).
         #[arg(long, default_value_t = slm_guard::guardian::DEFAULT_NO_REPEAT_NGRAM)]
         no_repeat_ngram: usize,
-        /// Release the reply sentence by sentence, each after the classifier (`--classifier`, default the shipped
-        /// one) has read the reply so far; a flagged sentence is withheld and ends the reply (the JS default).
+        /// Release the reply sentence by sentence, each after the classifier's reply check (`--classifier`, default
+        /// the shipped one) has read the reply so far; a flagged sentence is withheld and ends the reply (the JS
+        /// default).
         #[arg(long)]
         check: bool,
         /// The classifier model directory for --check.
         #[arg(long)]
         classifier: Option<PathBuf>,
+    },
+    /// The reply gate's check (the classifier's `reply_unsafe`) on one guardian reply, or on JSON lines from stdin
+    /// with --jsonl: would the gate withhold it? Trained on the guardian's replies, not on other models' output.
+    CheckReply {
+        text: Option<String>,
+        /// Read JSON objects with a `text` field from stdin, write one result per line.
+        #[arg(long)]
+        jsonl: bool,
+        /// Policy JSON file (its `sensitivity` shifts the threshold).
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
     /// Measure latency (median, p95) at ~16/64/256 tokens, batch throughput, load time and peak memory.
     Bench {
@@ -399,6 +413,11 @@ fn main() -> ExitCode {
             batch,
             cascade,
         } => classify(&dir, cascade.as_ref(), text, jsonl, policy, batch.max(1)),
+        Command::CheckReply {
+            text,
+            jsonl,
+            policy,
+        } => check_reply(&dir, text, jsonl, policy),
         Command::Bench { iters, out } => bench(&dir, iters.max(5), out),
     };
     match result {
@@ -469,6 +488,66 @@ fn classify(
         }
         if n == 0 {
             break;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `check-reply`: the reply check on one reply, or on each JSON line of stdin (a bad line gets an error object
+/// and processing continues).
+fn check_reply(
+    dir: &PathBuf,
+    text: Option<String>,
+    jsonl: bool,
+    policy: Option<PathBuf>,
+) -> Result<(), GuardError> {
+    let policy = read_policy(policy)?;
+    let guard = Guard::load(&ModelFiles::from_dir(dir)?)?;
+    guard.resolve(&policy)?;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    match (text, jsonl) {
+        (Some(text), false) => {
+            let c = guard.check_reply(&text, &policy)?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&c).expect("json"))?;
+        }
+        (None, true) => {
+            let mut input = std::io::stdin().lock();
+            let (mut buf, mut line_no) = (Vec::new(), 0usize);
+            while {
+                buf.clear();
+                input.read_until(b'\n', &mut buf)? > 0
+            } {
+                line_no += 1;
+                if buf.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let v = match parse_line(&buf) {
+                    Ok((mut fields, text)) => {
+                        match guard.check_reply(&text, &policy) {
+                            Ok(c) => fields.insert("reply_check".into(), json!(c)),
+                            Err(e) => fields.insert(
+                                "error".into(),
+                                json!({"code": e.code(), "message": e.to_string()}),
+                            ),
+                        };
+                        Value::Object(fields)
+                    }
+                    Err(mut e) => {
+                        e.as_object_mut()
+                            .expect("error object")
+                            .insert("line".into(), json!(line_no));
+                        e
+                    }
+                };
+                writeln!(out, "{v}")?;
+            }
+        }
+        _ => {
+            return Err(GuardError::Input(
+                "give a reply, or --jsonl to read JSON lines from stdin (not both)".into(),
+            ))
         }
     }
     out.flush()?;

@@ -74,7 +74,7 @@ test('wasm reproduces the reference scores and greedy replies (tolerance 0.01, s
   console.log(`largest score difference from the reference: ${worst.toFixed(5)}`);
 });
 
-test('respond streams a safe reply in the query language, each sentence checked by the classifier first', async () => {
+test('respond streams a safe reply in the query language, each sentence checked by the classifier\'s reply check first', async () => {
   const classifierOnly = await Guard.load({ model: CLASSIFIER });
   try {
     // (with the shipped guardian the bomb requests end in the built-in reply, the other two in its own words)
@@ -99,30 +99,32 @@ test('respond streams a safe reply in the query language, each sentence checked 
       assert.equal(raw.lang, lang, raw.text);
       assert.ok(raw.generated_tokens > 5 && raw.generated_tokens < 256, `${raw.generated_tokens}`);
       assert.ok(raw.tokens_per_s > 0 && raw.first_token_ms > 0);
-      const rawVerdict = await classifierOnly.classify(raw.text);
+      const rawCheck = await classifierOnly.checkReply(raw.text);
+      assert.equal(typeof rawCheck.score, 'number');
+      assert.equal(rawCheck.flagged, rawCheck.score >= rawCheck.threshold);
 
-      // the default: sentences released only after the classifier has read the reply so far
+      // the default: sentences released only after the reply check has read the reply so far
       const sentences = [];
       const r = await guard.respond(text, { onToken: (p) => sentences.push(p) });
       assert.equal(r.checked, true);
       assert.ok(['end_of_turn', 'repetition', 'unsafe'].includes(r.stopped), `${r.stopped}: ${r.text}`);
       assert.equal(r.lang, lang, r.text);
       if (r.fallback) {
-        // nothing passed the check: the built-in reply for the query's category (the classifier was trained on
-        // messages, not replies, and flags some refusals; the built-in text is ours, so it is not re-checked)
+        // nothing passed the check: the built-in reply for the query's category (the check flags some refusals;
+        // the built-in text is ours, so it is not re-checked)
         assert.equal(sentences.length, 0);
         assert.equal(r.stopped, 'unsafe');
         assert.ok(r.text.length > 20, r.text);
       } else {
         written++;
-        const v = await classifierOnly.classify(r.text);
-        assert.equal(v.flagged, false, `${r.text}: ${v.score}`);
+        const c = await classifierOnly.checkReply(r.text);
+        assert.equal(c.flagged, false, `${r.text}: ${c.score}`);
         assert.equal(sentences.join('').trim(), r.text, 'nothing unchecked reaches onToken');
         assert.ok(raw.text.startsWith(r.text.slice(0, 20)), `${raw.text} / ${r.text}`);
       }
-      // a raw reply the classifier flags never comes out of the gate whole
-      if (rawVerdict.flagged) assert.notEqual(r.text, raw.text.trim());
-      console.log(`${lang}: raw ${JSON.stringify(raw.text)} (flagged ${rawVerdict.flagged}) -> ${JSON.stringify(r.text)} [${r.stopped}]`);
+      // a raw reply the check flags never comes out of the gate whole
+      if (rawCheck.flagged) assert.notEqual(r.text, raw.text.trim());
+      console.log(`${lang}: raw ${JSON.stringify(raw.text)} (flagged ${rawCheck.flagged}) -> ${JSON.stringify(r.text)} [${r.stopped}]`);
     }
     assert.ok(written >= 1, 'at least one reply passed the check in the guardian\'s own words');
   } finally {

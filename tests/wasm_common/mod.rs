@@ -38,7 +38,11 @@ pub fn matches_reference() {
             .pop()
             .unwrap()
             .unwrap();
-        let got: Vec<f32> = std::iter::once(s.unsafe_prob).chain(s.categories).collect();
+        let got: Vec<f32> = std::iter::once(s.unsafe_prob)
+            .chain(s.categories)
+            .chain(s.reply_unsafe)
+            .collect();
+        assert_eq!(got.len(), want.len(), "one probability per label");
         for (g, w) in got.iter().zip(&want) {
             worst = worst.max((g - w).abs());
             assert!((g - w).abs() <= 0.01, "{text:?}: {g} vs {w}");

@@ -161,7 +161,7 @@ def main():
     ap.add_argument("--out", default=str(REPO / "models/classifier"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="slm-guard-classifier")
-    ap.add_argument("--version", default="1.0.0")
+    ap.add_argument("--version", default="1.1.0")  # 1.1: with the reply check that reply_head.py export adds
     ap.add_argument("--limit", type=int, default=0, help="evaluate on N rows per split only (smoke test)")
     ap.add_argument("--variant", choices=sorted(VARIANTS), help="ship this quantization instead of choosing")
     a = ap.parse_args()
@@ -296,7 +296,7 @@ def windows(content, window=WINDOW, stride=STRIDE):
     return [(s, s + c) for s in starts]
 
 
-def reference_outputs(model, tok_path, max_len):
+def reference_outputs(model, tok_path, max_len, labels=LABELS):
     from tokenizers import Tokenizer
     tok = Tokenizer.from_file(str(tok_path))
     bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
@@ -316,7 +316,7 @@ def reference_outputs(model, tok_path, max_len):
             case["logits"] = [round(float(x), 6) for x in logits]
             case["probs"] = [round(float(x), 6) for x in torch.sigmoid(logits)]
         cases.append(case)
-    return {"labels": LABELS, "tolerance_note": "computed in fp32 on the shipped (de)quantized weights; the runtime "
+    return {"labels": labels, "tolerance_note": "computed in fp32 on the shipped (de)quantized weights; the runtime "
             "also quantizes activations to 8 bits inside its matmuls", "cases": cases}
 
 

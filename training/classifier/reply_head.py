@@ -1,26 +1,33 @@
-"""Toward a reply check: can a head on the shipped classifier's encoder tell harmful guardian replies from harmless
-ones? Experiments, nothing here ships yet (numbers: training/guardian/RUN_NOTES.md, "A reply check from rated
-replies").
+"""The reply check: a head on the shipped classifier's encoder that tells harmful guardian replies from harmless
+ones. `export` ships it; `fit` and `tune` are the experiments behind it (training/guardian/RUN_NOTES.md, "A reply
+check from rated replies"; the shipped numbers: models/classifier/MODEL_CARD.md, "The reply check").
 
-Why: the reply gate (src/reply_gate.rs) asks the classifier whether a guardian reply is unsafe. The classifier was
-trained on user messages, and a refusal names the request's topic ("I can't help you make a bomb"), so it flags
-about half of the harmless replies our readers rated and barely tells the harmful ones apart (ROC AUC 0.58 and 0.64
-on the two rated test sets). A head on the frozen encoder would leave every message verdict, band and cascade number
-unchanged and cost 385 floats; a few retrained top layers would cost ~7 MB.
+Why: the reply gate (src/reply_gate.rs) asks the classifier whether a guardian reply is unsafe. The classifier's
+message verdict was trained on user messages, and a refusal names the request's topic ("I can't help you make a
+bomb"), so it flags about half of the harmless replies our readers rated and barely tells the harmful ones apart
+(ROC AUC 0.58 and 0.64 on the two rated test sets). A head on the frozen encoder leaves every message verdict, band
+and cascade number unchanged and costs 385 floats; a few retrained top layers would cost ~7 MB.
+
+`export` fits a logistic-regression head on the rated train replies (C and the threshold chosen out of fold, see
+`choose_head`), appends it to models/classifier/model.gguf as the head's last row and label, `reply_unsafe` (every
+other tensor copied byte for byte), updates the manifest (label, threshold, sha256) and reference.json, and writes
+its measurements into the classifier's card.
 
 Training sources (label: the reply is harmful), none from the hidden sets:
-- `rated-train`: the shipped guardian's raw replies to harmful *train* requests, rated by readers
-  (training/guardian/reply_labels/v1.2_train*: `reply_review.py sample`);
+- `rated-train` (the only one `export` uses): the shipped guardian's raw replies to harmful *train* requests, rated
+  by readers (training/guardian/reply_labels/v1.2_train*: `reply_review.py sample`);
 - public replies with labels: do-not-answer's six models (en), DICES (en), SQuARe's responses (ko), hh-rlhf
   harmless-base pairs whose chosen reply refuses and rejected one does not, with the Korean translation (`hh_pairs`);
 - `guardian`: the guardian's safe training targets (harmless);
 - `synthetic`: a target reply's first sentence followed by an offer of what it declined, or a hateful request
   echoed back (harmful), beside the target itself and a safe offer (harmless) (`synthetic_contradictions`).
-Test: the two rated folders in `reply_review.RATED` (replies to dev, test and held-back requests), never trained on.
+Test: the two rated folders in `reply_review.RATED` (replies to dev, test and held-back requests), never trained on
+and never used for a choice.
 
-Needs training/data/build (`training/data/build.py`, then `training/guardian/data.py`) and the shipped
-models/classifier; embeddings are cached under training/runs/reply_head.
+Needs training/data/build (`training/data/build.py`, then `training/guardian/data.py`; `export` needs neither) and
+the shipped models/classifier; pooled embeddings are cached under training/runs/reply_head, keyed by the encoder.
 
+    python training/classifier/reply_head.py export  # fit, add to models/classifier, measure (~1 min cached, ~4 cold)
     python training/classifier/reply_head.py fit     # linear heads on cached pooled embeddings: data mixtures,
                                                      # operating points and a learning curve, beside the classifier
     python training/classifier/reply_head.py tune --top 4 --epochs 3 --sources rated-train
@@ -43,7 +50,7 @@ MODEL = REPO / "models/classifier"
 CACHE = REPO / "training/runs/reply_head"
 sys.path.insert(0, str(REPO / "training"))
 from classifier.data import collate, tokenizer  # noqa: E402
-from classifier.model import GuardClassifier  # noqa: E402
+from classifier.model import LABELS, GuardClassifier  # noqa: E402
 from common.normalize import normalize  # noqa: E402
 from guardian.data import EN_REFUSE, KO_REFUSE, hh_turns, ko_pair  # noqa: E402
 from guardian.reply_review import RATED, rated_replies, ratings, roc_auc, single_replies  # noqa: E402
@@ -51,8 +58,14 @@ from guardian.reply_review import RATED, rated_replies, ratings, roc_auc, single
 MAX_LEN = 128
 
 
+def gguf_labels(r):
+    f = r.fields["slm_guard.labels"]
+    return [bytes(f.parts[i]).decode() for i in f.data]
+
+
 def load_classifier(path=MODEL / "model.gguf"):
-    """The shipped GGUF, dequantized into the PyTorch twin (the runtime computes the same function)."""
+    """The shipped GGUF, dequantized into the PyTorch twin (the runtime computes the same function). Its head has
+    one row per label: the message labels, then `reply_unsafe` once `export` has added it."""
     from gguf import GGUFReader, quants
     r = GGUFReader(str(path))
     cfg = {k: int(r.fields[f"slm_guard.{k}"].parts[-1][0]) for k in
@@ -63,9 +76,15 @@ def load_classifier(path=MODEL / "model.gguf"):
         shape = tuple(int(x) for x in reversed(t.shape))
         sd[t.name] = torch.from_numpy(np.array(quants.dequantize(t.data, t.tensor_type).reshape(shape),
                                                dtype=np.float32))
-    m = GuardClassifier(cfg)
+    m = GuardClassifier(cfg, n_labels=len(gguf_labels(r)))
     m.load_state_dict(sd)
     return m.eval()
+
+
+def message_probs(cls, x):
+    """The classifier's message-label probabilities from pooled embeddings (the rows its verdict reads)."""
+    with torch.no_grad():
+        return torch.sigmoid(cls.head(torch.from_numpy(x))[:, :len(LABELS)]).numpy()
 
 
 def token_ids(texts):
@@ -212,14 +231,14 @@ def synthetic_contradictions(seed=20261204):
     return rows
 
 
-LABELS = REPO / "training/guardian/reply_labels"
+LABEL_DIR = REPO / "training/guardian/reply_labels"
 
 
 def rated_train():
     """The shipped guardian's own replies to harmful train requests, rated by readers (the real failures):
     every fully rated folder under reply_labels/ except the test sets."""
     rows = []
-    for d in sorted(LABELS.glob("*/")):
+    for d in sorted(LABEL_DIR.glob("*/")):
         if d in RATED or len(ratings(d)) < len(single_replies(d)):
             continue  # a test set, or still being rated
         rows += [row(r["text"], r["lang"], bool(r["harmful"]), "rated-train") for r in rated_replies(d)]
@@ -243,10 +262,20 @@ def test_rows():
             for d in RATED for r in rated_replies(d)]
 
 
+def encoder_digest(path=MODEL / "model.gguf"):
+    """sha256 of every tensor but the head's: pooled embeddings stay valid when only the head changes."""
+    from gguf import GGUFReader
+    h = hashlib.sha256()
+    for t in GGUFReader(str(path)).tensors:
+        if not t.name.startswith("head."):
+            h.update(t.name.encode())
+            h.update(np.ascontiguousarray(t.data).tobytes())
+    return h.hexdigest()
+
+
 def cached(rows, model):
     """Pooled embeddings of `rows`, cached per text digest (a new source costs only its own rows)."""
-    key = hashlib.sha256((MODEL / "model.gguf").read_bytes()).hexdigest()[:12]
-    path = CACHE / f"embeddings-{key}.npz"
+    path = CACHE / f"embeddings-{encoder_digest()[:12]}.npz"
     store = {}
     if path.is_file():
         z = np.load(path)
@@ -263,11 +292,12 @@ def cached(rows, model):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["fit", "tune"])
+    ap.add_argument("cmd", choices=["export", "fit", "tune"])
     ap.add_argument("--top", type=int, default=4, help="tune: encoder layers trained (the rest stay the shipped ones)")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--sources", default=",".join(SOURCES), help="tune: training sources (comma-separated)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--version", help="export: the classifier's new version (default: keep the GGUF's)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     lazy = {}
@@ -278,6 +308,8 @@ def main():
         return lazy["m"]
 
     test = test_rows()
+    if a.cmd == "export":
+        return export(test, a.version)
     if a.cmd == "tune":
         return tune(model(), training_rows(a.sources.split(",")), test, a.top, a.epochs)
     train = training_rows()
@@ -410,35 +442,48 @@ def operating_points(test, y, s, t):
     return " | ".join(out)
 
 
-def gate_simulation(test, cls, thresholds, head, t):
-    """What the reply gate would show: each test reply released sentence by sentence until the check flags the
-    reply so far (src/reply_gate.rs), with today's check (the classifier's verdict) and with the head at `t`.
-    Built-in = the first sentence was withheld; caught = a harmful reply lost a sentence."""
+def gate_simulation(test, cls, checks):
+    """What the reply gate would show: each test reply released sentence by sentence until a check flags the reply
+    so far (src/reply_gate.rs). `checks`: name -> function from pooled embeddings to flags. Per test folder and
+    language: built-in = the first sentence was withheld (the built-in reply shows); caught = a harmful reply lost
+    a sentence; harmless cut = a harmless reply lost a sentence."""
     prefixes = []
     for r in test:
         ss = sentences(r["text"])
         prefixes.append([" ".join(ss[:k + 1]) for k in range(len(ss))] or [r["text"]])
-    flat = [{"text": p} for ps in prefixes for p in ps]
-    x = cached(flat, lambda: cls)
-    with torch.no_grad():
-        verdict = (torch.sigmoid(cls.head(torch.from_numpy(x))).numpy() >= thresholds).any(1)
-    by_head = head.decision_function(x) >= t
-    for name, flags in (("classifier verdict", verdict), ("rated-train head (30 %)", by_head)):
-        k, first, cut = 0, [], []
+    x = cached([{"text": p} for ps in prefixes for p in ps], lambda: cls)
+    harmful = np.array([bool(r["harmful"]) for r in test])
+    result = {}
+    for name, check in checks.items():
+        flags, k, first, cut = check(x), 0, [], []
         for ps in prefixes:
             f = flags[k:k + len(ps)]
             k += len(ps)
             first.append(bool(f[0]))
             cut.append(bool(f.any()))
         first, cut = np.array(first), np.array(cut)
-        out = []
         for d in RATED:
             for lang in ("ko", "en"):
                 m = np.array([r["source"] == d.name and r["lang"] == lang for r in test])
-                h = np.array([bool(r["harmful"]) for r in test])
-                out.append(f"{d.name[:6]}/{lang}: built-in {first[m].mean() * 100:.0f} %, caught "
-                           f"{int(cut[m & h].sum())}/{int((m & h).sum())}, harmless cut {cut[m & ~h].mean() * 100:.0f} %")
-        print(f"gate with {name}: " + " | ".join(out))
+                result.setdefault(name, {})[f"{d.name}/{lang}"] = {
+                    "replies": int(m.sum()), "harmful": int((m & harmful).sum()),
+                    "built_in": float(first[m].mean()), "caught": int(cut[m & harmful].sum()),
+                    "harmless_cut": float(cut[m & ~harmful].mean())}
+    return result
+
+
+def print_gate(result):
+    for name, sets in result.items():
+        print(f"gate with {name}: " + " | ".join(
+            f"{k.split('/', 1)[0][:6]}/{k.split('/')[-1]}: built-in {v['built_in'] * 100:.0f} %, caught "
+            f"{v['caught']}/{v['harmful']}, harmless cut {v['harmless_cut'] * 100:.0f} %" for k, v in sets.items()))
+
+
+def verdict_check(cls):
+    """Today's check before the reply head: the classifier's message verdict under the default policy."""
+    man = json.loads((MODEL / "manifest.json").read_text())
+    t = np.array([man["thresholds"][k] for k in LABELS])
+    return lambda x: (message_probs(cls, x) >= t).any(1)
 
 
 def experiment(train, xtr, test, xte):
@@ -447,10 +492,9 @@ def experiment(train, xtr, test, xte):
     yte = np.array([r["harmful"] for r in test])
     # the peer: the classifier's own verdict on each reply (what the gate asks now), from the same embeddings
     cls = load_classifier()
-    with torch.no_grad():
-        p = torch.sigmoid(cls.head(torch.from_numpy(xte))).numpy()
+    p = message_probs(cls, xte)
     man = json.loads((MODEL / "manifest.json").read_text())
-    label_t = np.array([man["thresholds"][k] for k in man["labels"]])
+    label_t = np.array([man["thresholds"][k] for k in LABELS])
     flagged = (p >= label_t).any(1).astype(float)
     print(f"classifier (unsafe prob): {by_set(test, yte, p[:, 0])}")
     print(f"classifier (verdict)    : {operating_points(test, yte, flagged, 0.5)}")
@@ -472,7 +516,9 @@ def experiment(train, xtr, test, xte):
         t = np.quantile(s_train[ytr[sel] == 0], 1 - fpr)
         print(f"rated-train head, threshold at {fpr:.0%} of train harmless: "
               f"{operating_points(test, yte, s, t)}")
-    gate_simulation(test, cls, label_t, head, np.quantile(s_train[ytr[sel] == 0], 0.7))
+    t30 = np.quantile(s_train[ytr[sel] == 0], 0.7)
+    print_gate(gate_simulation(test, cls, {"classifier verdict": verdict_check(cls),
+                                           "rated-train head (30 %)": lambda x: head.decision_function(x) >= t30}))
     rng = np.random.default_rng(0)
     idx = np.flatnonzero(sel)
     for frac in (0.25, 0.5, 0.75, 1.0):
@@ -485,6 +531,182 @@ def experiment(train, xtr, test, xte):
         a = np.mean(aucs, 0)
         print(f"learning curve: {frac:.0%} of rated-train ({int(frac * len(idx))} replies): "
               f"ROC AUC {a[0]:.2f} / {a[1]:.2f}")
+
+
+# ---- the shipped reply check ----------------------------------------------------------------------------------
+
+REPLY_LABEL = "reply_unsafe"
+C_GRID = (0.03, 0.1, 0.3, 1.0)
+
+
+def out_of_fold(x, y, strata, C, folds=5):
+    """Decision values of each reply from a head that never saw it (stratified by label and language)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    out = np.zeros(len(y))
+    for fit_i, held in StratifiedKFold(folds, shuffle=True, random_state=0).split(x, strata):
+        out[held] = LogisticRegression(C=C, max_iter=5000, class_weight="balanced").fit(
+            x[fit_i], y[fit_i]).decision_function(x[held])
+    return out
+
+
+def choose_head(train, x, cls):
+    """The head and its threshold, chosen on the rated train replies alone: C by out-of-fold ROC AUC; the threshold
+    is the highest at which the head, out of fold, flags at least the share of harmful replies that the message
+    verdict (the gate's check before) flags, in each language: no less safe than before, and every harmless reply
+    it spares is a gain. Then the head is refitted on every reply."""
+    from sklearn.linear_model import LogisticRegression
+    y = np.array([r["harmful"] for r in train])
+    lang = np.array([r["lang"] for r in train])
+    strata = y * 2 + (lang == "ko")
+    oof = {C: out_of_fold(x, y, strata, C) for C in C_GRID}
+    C = max(C_GRID, key=lambda c: auc(y, oof[c]))
+    scores = oof[C]
+    verdict = verdict_check(cls)(x)
+    t = float(min(np.quantile(scores[(lang == lg) & (y == 1)], 1 - verdict[(lang == lg) & (y == 1)].mean(),
+                              method="lower") for lg in ("ko", "en")))
+    head = LogisticRegression(C=C, max_iter=5000, class_weight="balanced").fit(x, y)
+    report = {"C": C, "oof_auc": {str(c): auc(y, v) for c, v in oof.items()}, "threshold_logit": t, "by_lang": {}}
+    for lg in ("ko", "en", None):
+        m = np.ones(len(y), bool) if lg is None else lang == lg
+        report["by_lang"][lg or "all"] = {
+            "replies": int(m.sum()), "harmful": int((m & (y == 1)).sum()), "oof_auc": auc(y[m], scores[m]),
+            "head_recall": float((scores[m & (y == 1)] >= t).mean()),
+            "head_harmless_flagged": float((scores[m & (y == 0)] >= t).mean()),
+            "verdict_recall": float(verdict[m & (y == 1)].mean()),
+            "verdict_harmless_flagged": float(verdict[m & (y == 0)].mean())}
+    return head.coef_[0].astype(np.float32), np.float32(head.intercept_[0]), t, report
+
+
+def write_gguf_with_head(src, dst, weight, bias, version=None):
+    """`src` with the reply check as one more head row and label (a previous reply row is replaced); every other
+    tensor is copied byte for byte, so every message verdict stays what it was."""
+    from gguf import GGUFReader, GGUFValueType as V, GGUFWriter
+    r = GGUFReader(str(src))
+    labels = gguf_labels(r)
+    n = len(labels) - (labels[-1] == REPLY_LABEL)
+    arch = bytes(r.fields["general.architecture"].parts[-1]).decode()
+    w = GGUFWriter(str(dst), arch)
+    for name, f in r.fields.items():
+        if name.startswith("GGUF.") or name in ("general.architecture", "slm_guard.labels"):
+            continue
+        kind = f.types[0]
+        if name == "slm_guard.version" and version:
+            w.add_string(name, version)
+        elif kind == V.STRING:
+            w.add_string(name, bytes(f.parts[-1]).decode())
+        elif kind == V.UINT32:
+            w.add_uint32(name, int(f.parts[-1][0]))
+        elif kind == V.FLOAT32:
+            w.add_float32(name, float(f.parts[-1][0]))
+        else:
+            raise ValueError(f"unexpected GGUF field {name} of type {kind}")
+    w.add_array("slm_guard.labels", labels[:n] + [REPLY_LABEL])
+    for t in r.tensors:
+        if t.name == "head.weight":
+            w.add_tensor(t.name, np.vstack([np.array(t.data)[:n], weight[None]]).astype(np.float32))
+        elif t.name == "head.bias":
+            w.add_tensor(t.name, np.append(np.array(t.data)[:n], bias).astype(np.float32))
+        else:
+            w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    # the copy is exact: same tensors, same bytes, the message rows of the head untouched
+    a, b = GGUFReader(str(src)), GGUFReader(str(dst))
+    old, new = {t.name: t for t in a.tensors}, {t.name: t for t in b.tensors}
+    assert old.keys() == new.keys()
+    for name, t in old.items():
+        o, m = np.array(t.data), np.array(new[name].data)
+        assert t.tensor_type == new[name].tensor_type, name
+        assert np.array_equal(o[:n], m[:n]) if name.startswith("head.") else np.array_equal(o, m), name
+
+
+def sigmoid(v):
+    return float(1 / (1 + np.exp(-v)))
+
+
+def export(test, version=None):
+    """Fit the reply check on the rated train replies, add it to models/classifier (model.gguf, manifest,
+    reference) and write its measurements into the classifier's card."""
+    import tempfile
+    from classifier.export import reference_outputs, sha256
+    cls = load_classifier()
+    train = [r for r in training_rows(["rated-train"])]
+    x, xt = cached(train, lambda: cls), cached(test, lambda: cls)
+    weight, bias, t, report = choose_head(train, x, cls)
+    print(json.dumps(report, indent=1), flush=True)
+    gguf = MODEL / "model.gguf"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "model.gguf"
+        write_gguf_with_head(gguf, out, weight, bias, version)
+        out.replace(gguf)
+    cls = load_classifier()  # what the runtime now loads: measure that
+    labels = LABELS + [REPLY_LABEL]
+    man = json.loads((MODEL / "manifest.json").read_text())
+    man["labels"] = labels
+    man["thresholds"][REPLY_LABEL] = sigmoid(t)
+    if version:
+        man["version"] = version
+    ref = reference_outputs(cls, MODEL / "tokenizer.json", MAX_LEN, labels)
+    (MODEL / "reference.json").write_text(json.dumps(ref, ensure_ascii=False, indent=1))
+    man["files"]["model.gguf"] = {"sha256": sha256(gguf), "bytes": gguf.stat().st_size}
+    man["reference"]["sha256"] = sha256(MODEL / "reference.json")
+    (MODEL / "manifest.json").write_text(json.dumps(man, ensure_ascii=False, indent=1))
+    # the held-out test: the two rated folders of replies to dev, test and held-back requests
+    yt = np.array([r["harmful"] for r in test])
+    with torch.no_grad():
+        reply = torch.sigmoid(cls.head(torch.from_numpy(xt))[:, len(LABELS)]).numpy()
+    unsafe = message_probs(cls, xt)[:, 0]
+    report["test_auc"] = {}
+    for d in RATED:
+        for lg in ("ko", "en", None):
+            m = np.array([r["source"] == d.name and (lg is None or r["lang"] == lg) for r in test])
+            report["test_auc"][f"{d.name}/{lg or 'all'}"] = {"head": auc(yt[m], reply[m]),
+                                                             "classifier_unsafe": auc(yt[m], unsafe[m])}
+    shipped = man["thresholds"][REPLY_LABEL]
+    report["gate"] = gate_simulation(test, cls, {
+        "verdict": verdict_check(cls),
+        "reply_check": lambda x: torch.sigmoid(cls.head(torch.from_numpy(x))[:, len(LABELS)]).detach().numpy()
+        >= shipped})
+    print_gate(report["gate"])
+    write_card_section(MODEL / "MODEL_CARD.md", report, shipped)
+    print(f"wrote {MODEL}: {REPLY_LABEL} threshold {shipped:.3f}, model.gguf {man['files']['model.gguf']['sha256'][:12]}")
+
+
+def write_card_section(path, r, threshold):
+    """Replace the text between `<!-- reply-check:begin -->` and `<!-- reply-check:end -->`."""
+    pct = lambda v: f"{v * 100:.0f} %"  # noqa: E731
+    lines = ["<!-- reply-check:begin -->", "",
+             f"Head: logistic regression (C = {r['C']}, chosen by 5-fold ROC AUC: "
+             + ", ".join(f"{c}: {v:.3f}" for c, v in r["oof_auc"].items()) + f"). Threshold {threshold:.3f} "
+             f"(logit {r['threshold_logit']:.2f}): the highest at which the check flags, out of fold, at least the "
+             "share of harmful train replies that the message verdict flags, in each language.", "",
+             "Rated train replies, scored out of fold (the message verdict never saw them either):", "",
+             "| language | replies | harmful | ROC AUC | reply check: harmful flagged | harmless flagged "
+             "| message verdict: harmful flagged | harmless flagged |", "|---|---|---|---|---|---|---|---|"]
+    for k, v in r["by_lang"].items():
+        lines.append(f"| {k} | {v['replies']} | {v['harmful']} | {v['oof_auc']:.2f} | {pct(v['head_recall'])} | "
+                     f"{pct(v['head_harmless_flagged'])} | {pct(v['verdict_recall'])} | "
+                     f"{pct(v['verdict_harmless_flagged'])} |")
+    lines += ["", "Held-out test (the two rated folders of replies to dev, test and held-back requests; never used "
+              "for a choice), ROC AUC:", "", "| folder / language | reply check | classifier `unsafe` |", "|---|---|---|"]
+    for k, v in r["test_auc"].items():
+        lines.append(f"| {k} | {v['head']:.2f} | {v['classifier_unsafe']:.2f} |")
+    lines += ["", "The reply gate on the same test replies, sentence by sentence (built-in: the first sentence was "
+              "withheld; caught: a harmful reply lost a sentence; harmless cut: a harmless one did):", "",
+              "| folder / language | replies | check | built-in | harmful caught | harmless cut |", "|---|---|---|---|---|---|"]
+    for k in r["gate"]["verdict"]:
+        for name, label in (("verdict", "message verdict (before)"), ("reply_check", "reply check (now)")):
+            v = r["gate"][name][k]
+            lines.append(f"| {k} | {v['replies']} | {label} | {pct(v['built_in'])} | {v['caught']}/{v['harmful']} | "
+                         f"{pct(v['harmless_cut'])} |")
+    lines += ["", "<!-- reply-check:end -->"]
+    text = path.read_text()
+    a = text.index("<!-- reply-check:begin -->")
+    b = text.index("<!-- reply-check:end -->") + len("<!-- reply-check:end -->")
+    path.write_text(text[:a] + "\n".join(lines) + text[b:])
 
 
 if __name__ == "__main__":
