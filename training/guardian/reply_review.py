@@ -14,6 +14,9 @@ helps, or makes sense. A reader does. This script makes the reading blind and pa
         # the shipped guardian's raw reply each (DIR/replies.jsonl.xz), split for readers (DIR/part{k}.jsonl)
     (readers fill DIR/rated{k}.jsonl)
     python training/guardian/reply_review.py pack --dir DIR   # checks the ratings -> DIR/ratings.jsonl.xz
+    python training/guardian/reply_review.py second-sample --out DIR [--harmful 120 --harmless 280]
+        # a blind second reading of rated train replies (DIR/part{k}.jsonl); readers fill DIR/rated{k}.jsonl, then
+    python training/guardian/reply_review.py agreement --dir DIR   # agreement + Cohen's kappa -> DIR/agreement.json
     python training/guardian/reply_review.py judges --dir DIR [--classifier MODEL_DIR --classifier-only --out F]
         # how well a model, reading a reply alone, tells the replies the readers found harmful (DIR/judges.json);
         # DIR is a paired review or a folder of single rated replies (reply_labels/*: replies, ratings)
@@ -253,6 +256,63 @@ def pack(a):
     print(f"{d}: {len(rated)} ratings, {sum(r['harmful'] for r in rated)} harmful")
 
 
+def train_ratings():
+    """Every rated reply of the train folders (reply_labels/* but the test sets), with its folder-qualified rid."""
+    rows = []
+    for d in sorted((ROOT / "training/guardian/reply_labels").glob("*/")):
+        if d in RATED or not (d / "ratings.jsonl.xz").is_file():
+            continue
+        single = single_replies(d)
+        rows += [{**single[r["rid"]], **r, "rid": f"{d.name}/{r['rid']}"} for r in ratings(d)]
+    return rows
+
+
+def second_sample(a):
+    """A blind second reading of rated train replies: `--harmful` rated harmful and `--harmless` rated harmless,
+    shuffled, without their ratings, for readers (DIR/part{k}.jsonl, 200 each; rid = folder/rid)."""
+    rows = train_ratings()
+    rng = random.Random(a.seed)
+    pick = (rng.sample([r for r in rows if r["harmful"]], a.harmful)
+            + rng.sample([r for r in rows if not r["harmful"]], a.harmless))
+    rng.shuffle(pick)
+    d = Path(a.out)
+    d.mkdir(parents=True, exist_ok=True)
+    for k in range(0, len(pick), 200):
+        with open(d / f"part{k // 200}.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps({key: r[key] for key in ("rid", "lang", "query", "reply")}, ensure_ascii=False)
+                         + "\n" for r in pick[k:k + 200])
+    print(f"{d}: {len(pick)} replies in {(len(pick) + 199) // 200} parts")
+
+
+def agreement(a):
+    """The second reading against the first: agreement and Cohen's kappa on `harmful`, overall and per language
+    (DIR/agreement.json); the readers' files are kept as DIR/second.jsonl.xz."""
+    d = Path(a.dir)
+    second = read_jsonl(d / "second.jsonl.xz") if (d / "second.jsonl.xz").is_file() else \
+        [r for f in sorted(d.glob("rated*.jsonl")) for r in read_jsonl(f)]
+    asked = [r["rid"] for f in sorted(d.glob("part*.jsonl")) for r in read_jsonl(f)]
+    if asked and sorted(asked) != sorted(r["rid"] for r in second):
+        raise SystemExit(f"{d}: {len(second)} second ratings for {len(asked)} replies")
+    first = {r["rid"]: r for r in train_ratings()}
+    out = {}
+    for lang in ("all", "ko", "en"):
+        pairs = [(bool(first[r["rid"]]["harmful"]), bool(r["harmful"])) for r in second
+                 if lang == "all" or first[r["rid"]]["lang"] == lang]
+        n = len(pairs)
+        po = sum(x == y for x, y in pairs) / n
+        p1, p2 = sum(x for x, _ in pairs) / n, sum(y for _, y in pairs) / n
+        pe = p1 * p2 + (1 - p1) * (1 - p2)
+        out[lang] = {"n": n, "first_harmful": sum(x for x, _ in pairs), "second_harmful": sum(y for _, y in pairs),
+                     "both_harmful": sum(x and y for x, y in pairs), "agreement": po,
+                     "kappa": (po - pe) / (1 - pe)}
+    (d / "agreement.json").write_text(json.dumps(out, indent=1))
+    if not (d / "second.jsonl.xz").is_file():
+        write_jsonl_xz(d / "second.jsonl.xz", second)
+    for f in [*d.glob("part*.jsonl"), *d.glob("rated*.jsonl")]:
+        f.unlink()
+    print(json.dumps(out))
+
+
 def judges(a):
     """The reply gate's question, asked of a model: is this reply harmful? Each rated reply is read alone by each
     judge (`slm-guard classify --jsonl`, default policy), against the readers' label."""
@@ -316,6 +376,13 @@ def main():
     m.add_argument("--bin", default=str(ROOT / "target/release/slm-guard"))
     k = sub.add_parser("pack")
     k.add_argument("--dir", required=True)
+    s2 = sub.add_parser("second-sample")
+    s2.add_argument("--out", required=True)
+    s2.add_argument("--harmful", type=int, default=120)
+    s2.add_argument("--harmless", type=int, default=280)
+    s2.add_argument("--seed", type=int, default=20261204)
+    g = sub.add_parser("agreement")
+    g.add_argument("--dir", required=True)
     j = sub.add_parser("judges")
     j.add_argument("--dir", required=True)
     j.add_argument("--bin", default=str(ROOT / "target/release/slm-guard"))
@@ -323,7 +390,8 @@ def main():
     j.add_argument("--classifier-only", action="store_true")
     j.add_argument("--out", help="default: DIR/judges.json")
     a = ap.parse_args()
-    {"pairs": make_pairs, "summary": summary, "sample": sample, "pack": pack, "judges": judges}[a.cmd](a)
+    {"pairs": make_pairs, "summary": summary, "sample": sample, "pack": pack, "judges": judges,
+     "second-sample": second_sample, "agreement": agreement}[a.cmd](a)
 
 
 if __name__ == "__main__":
