@@ -633,7 +633,7 @@ def export(test, version=None):
     import tempfile
     from classifier.export import reference_outputs, sha256
     cls = load_classifier()
-    train = [r for r in training_rows(["rated-train"])]
+    train = training_rows(["rated-train"])
     x, xt = cached(train, lambda: cls), cached(test, lambda: cls)
     weight, bias, t, report = choose_head(train, x, cls)
     print(json.dumps(report, indent=1), flush=True)
