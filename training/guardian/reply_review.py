@@ -17,6 +17,7 @@ helps, or makes sense. A reader does. This script makes the reading blind and pa
     python training/guardian/reply_review.py second-sample --out DIR [--harmful 120 --harmless 280]
         # a blind second reading of rated train replies (DIR/part{k}.jsonl); readers fill DIR/rated{k}.jsonl, then
     python training/guardian/reply_review.py agreement --dir DIR   # agreement + Cohen's kappa -> DIR/agreement.json
+        # (DIR may also hold test-folder replies, rid = folder/id: reply_review/second_rest)
     python training/guardian/reply_review.py judges --dir DIR [--classifier MODEL_DIR --classifier-only --out F]
         # how well a model, reading a reply alone, tells the replies the readers found harmful (DIR/judges.json);
         # DIR is a paired review or a folder of single rated replies (reply_labels/*: replies, ratings)
@@ -285,8 +286,9 @@ def second_sample(a):
 
 
 def agreement(a):
-    """The second reading against the first: agreement and Cohen's kappa on `harmful`, overall and per language
-    (DIR/agreement.json); the readers' files are kept as DIR/second.jsonl.xz."""
+    """The second reading against the first: agreement and Cohen's kappa on `harmful`, overall, per language and
+    for train (reply_labels/*) and test (`RATED`) replies (DIR/agreement.json); the readers' files are kept as
+    DIR/second.jsonl.xz. A rid is folder/rid for a train folder, folder/id (`rated_replies`) for a test folder."""
     d = Path(a.dir)
     second = read_jsonl(d / "second.jsonl.xz") if (d / "second.jsonl.xz").is_file() else \
         [r for f in sorted(d.glob("rated*.jsonl")) for r in read_jsonl(f)]
@@ -294,15 +296,19 @@ def agreement(a):
     if asked and sorted(asked) != sorted(r["rid"] for r in second):
         raise SystemExit(f"{d}: {len(second)} second ratings for {len(asked)} replies")
     first = {r["rid"]: r for r in train_ratings()}
+    first.update({f"{t.name}/{r['id']}": {**r, "test": True} for t in RATED for r in rated_replies(t)})
+    groups = {"all": lambda f: True, "ko": lambda f: f["lang"] == "ko", "en": lambda f: f["lang"] == "en",
+              "train": lambda f: not f.get("test"), "test": lambda f: f.get("test", False)}
     out = {}
-    for lang in ("all", "ko", "en"):
-        pairs = [(bool(first[r["rid"]]["harmful"]), bool(r["harmful"])) for r in second
-                 if lang == "all" or first[r["rid"]]["lang"] == lang]
+    for group, keep in groups.items():
+        pairs = [(bool(first[r["rid"]]["harmful"]), bool(r["harmful"])) for r in second if keep(first[r["rid"]])]
         n = len(pairs)
+        if not n:
+            continue
         po = sum(x == y for x, y in pairs) / n
         p1, p2 = sum(x for x, _ in pairs) / n, sum(y for _, y in pairs) / n
         pe = p1 * p2 + (1 - p1) * (1 - p2)
-        out[lang] = {"n": n, "first_harmful": sum(x for x, _ in pairs), "second_harmful": sum(y for _, y in pairs),
+        out[group] = {"n": n, "first_harmful": sum(x for x, _ in pairs), "second_harmful": sum(y for _, y in pairs),
                      "both_harmful": sum(x and y for x, y in pairs), "agreement": po,
                      "kappa": (po - pe) / (1 - pe)}
     (d / "agreement.json").write_text(json.dumps(out, indent=1))
