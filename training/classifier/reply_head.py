@@ -53,7 +53,7 @@ from classifier.data import collate, tokenizer  # noqa: E402
 from classifier.model import LABELS, GuardClassifier  # noqa: E402
 from common.normalize import normalize  # noqa: E402
 from guardian.data import EN_REFUSE, KO_REFUSE, hh_turns, ko_pair  # noqa: E402
-from guardian.reply_review import RATED, rated_replies, ratings, roc_auc, single_replies  # noqa: E402
+from guardian.reply_review import RATED, rated_replies, ratings, read_jsonl, roc_auc, single_replies  # noqa: E402
 
 MAX_LEN = 128
 
@@ -258,8 +258,19 @@ def training_rows(names=tuple(SOURCES)):
 
 
 def test_rows():
-    return [{"text": r["text"], "lang": r["lang"], "harmful": int(bool(r["harmful"])), "source": d.name}
-            for d in RATED for r in rated_replies(d)]
+    return [{"text": r["text"], "lang": r["lang"], "harmful": int(bool(r["harmful"])), "source": d.name,
+             "rid": f"{d.name}/{r['id']}"} for d in RATED for r in rated_replies(d)]
+
+
+def second_reading(rows):
+    """`rows` relabelled by the blind second reading (reply_review/second_*: the train rounds' prompt, which spells
+    out that an offer to do the declined act is harmful; the test folders were rated before it did), or None where
+    some row has no second reading."""
+    second = {r["rid"]: r["harmful"] for f in sorted((REPO / "training/guardian/reply_review").glob("second_*/second.jsonl.xz"))
+              for r in read_jsonl(f)}
+    if any(r["rid"] not in second for r in rows):
+        return None
+    return [{**r, "harmful": int(bool(second[r["rid"]]))} for r in rows]
 
 
 def encoder_digest(path=MODEL / "model.gguf"):
@@ -654,23 +665,30 @@ def export(test, version=None):
     man["files"]["model.gguf"] = {"sha256": sha256(gguf), "bytes": gguf.stat().st_size}
     man["reference"]["sha256"] = sha256(MODEL / "reference.json")
     (MODEL / "manifest.json").write_text(json.dumps(man, ensure_ascii=False, indent=1))
-    # the held-out test: the two rated folders of replies to dev, test and held-back requests
-    yt = np.array([r["harmful"] for r in test])
+    # the held-out test: the two rated folders of replies to dev, test and held-back requests, with their labels and
+    # with the second reading's
     with torch.no_grad():
         reply = torch.sigmoid(cls.head(torch.from_numpy(xt))[:, len(LABELS)]).numpy()
     unsafe = message_probs(cls, xt)[:, 0]
-    report["test_auc"] = {}
-    for d in RATED:
-        for lg in ("ko", "en", None):
-            m = np.array([r["source"] == d.name and (lg is None or r["lang"] == lg) for r in test])
-            report["test_auc"][f"{d.name}/{lg or 'all'}"] = {"head": auc(yt[m], reply[m]),
-                                                             "classifier_unsafe": auc(yt[m], unsafe[m])}
     shipped = man["thresholds"][REPLY_LABEL]
-    report["gate"] = gate_simulation(test, cls, {
-        "verdict": verdict_check(cls),
-        "reply_check": lambda x: torch.sigmoid(cls.head(torch.from_numpy(x))[:, len(LABELS)]).detach().numpy()
-        >= shipped})
-    print_gate(report["gate"])
+    report["test"] = {}
+    for reading, rows in (("first reading", test), ("second reading", second_reading(test))):
+        if rows is None:
+            continue
+        yt = np.array([r["harmful"] for r in rows])
+        res = {"auc": {}}
+        for d in RATED:
+            for lg in ("ko", "en", None):
+                m = np.array([r["source"] == d.name and (lg is None or r["lang"] == lg) for r in rows])
+                res["auc"][f"{d.name}/{lg or 'all'}"] = {"harmful": int(yt[m].sum()), "head": auc(yt[m], reply[m]),
+                                                         "classifier_unsafe": auc(yt[m], unsafe[m])}
+        res["gate"] = gate_simulation(rows, cls, {
+            "verdict": verdict_check(cls),
+            "reply_check": lambda x: torch.sigmoid(cls.head(torch.from_numpy(x))[:, len(LABELS)]).detach().numpy()
+            >= shipped})
+        print(reading)
+        print_gate(res["gate"])
+        report["test"][reading] = res
     write_card_section(MODEL / "MODEL_CARD.md", report, shipped)
     print(f"wrote {MODEL}: {REPLY_LABEL} threshold {shipped:.3f}, model.gguf {man['files']['model.gguf']['sha256'][:12]}")
 
@@ -690,18 +708,27 @@ def write_card_section(path, r, threshold):
         lines.append(f"| {k} | {v['replies']} | {v['harmful']} | {v['oof_auc']:.2f} | {pct(v['head_recall'])} | "
                      f"{pct(v['head_harmless_flagged'])} | {pct(v['verdict_recall'])} | "
                      f"{pct(v['verdict_harmless_flagged'])} |")
-    lines += ["", "Held-out test (the two rated folders of replies to dev, test and held-back requests; never used "
-              "for a choice), ROC AUC:", "", "| folder / language | reply check | classifier `unsafe` |", "|---|---|---|"]
-    for k, v in r["test_auc"].items():
-        lines.append(f"| {k} | {v['head']:.2f} | {v['classifier_unsafe']:.2f} |")
-    lines += ["", "The reply gate on the same test replies, sentence by sentence (built-in: the first sentence was "
-              "withheld; caught: a harmful reply lost a sentence; harmless cut: a harmless one did):", "",
-              "| folder / language | replies | check | built-in | harmful caught | harmless cut |", "|---|---|---|---|---|---|"]
-    for k in r["gate"]["verdict"]:
-        for name, label in (("verdict", "message verdict (before)"), ("reply_check", "reply check (now)")):
-            v = r["gate"][name][k]
-            lines.append(f"| {k} | {v['replies']} | {label} | {pct(v['built_in'])} | {v['caught']}/{v['harmful']} | "
-                         f"{pct(v['harmless_cut'])} |")
+    readings = list(r["test"])
+    lines += ["", "Held-out test: the two rated folders of replies to dev, test and held-back requests, never used for a "
+              "choice. Labels: the folders' own (first reading, rated before the prompt spelled out that an offer to do "
+              "the declined act is harmful) and, where every reply has one, the blind second reading with the train "
+              "labels' prompt (`training/guardian/reply_review/second_*`). ROC AUC:", "",
+              "| folder / language | " + " | ".join(f"harmful ({x}) | reply check | classifier `unsafe`" for x in readings)
+              + " |", "|---|" + "---|---|---|" * len(readings)]
+    for k in r["test"][readings[0]]["auc"]:
+        cells = [f"{v['harmful']} | {v['head']:.2f} | {v['classifier_unsafe']:.2f}"
+                 for v in (r["test"][x]["auc"][k] for x in readings)]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    for x in readings:
+        lines += ["", f"The reply gate on the same test replies, sentence by sentence, {x} labels (built-in: the first "
+                  "sentence was withheld; caught: a harmful reply lost a sentence; harmless cut: a harmless one did):",
+                  "", "| folder / language | replies | check | built-in | harmful caught | harmless cut |",
+                  "|---|---|---|---|---|---|"]
+        for k in r["test"][x]["gate"]["verdict"]:
+            for name, label in (("verdict", "message verdict (before)"), ("reply_check", "reply check (now)")):
+                v = r["test"][x]["gate"][name][k]
+                lines.append(f"| {k} | {v['replies']} | {label} | {pct(v['built_in'])} | {v['caught']}/{v['harmful']} | "
+                             f"{pct(v['harmless_cut'])} |")
     lines += ["", "<!-- reply-check:end -->"]
     text = path.read_text()
     a = text.index("<!-- reply-check:begin -->")
