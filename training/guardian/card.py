@@ -283,7 +283,8 @@ def main():
           + ("The check is the classifier's reply check (`reply_unsafe`, trained on rated guardian replies: "
              "models/classifier/MODEL_CARD.md); before classifier v1.1 it was the message verdict, which was trained "
              "on requests and flags refusals that repeat the harmful topic. The reply check is noisy too (ROC AUC "
-             "0.71 / 0.83 on the rated test replies): part of the fallbacks below are acceptable replies the gate did "
+             "0.71-0.83 on the rated test replies, by folder and reading: models/classifier/MODEL_CARD.md): "
+             "part of the fallbacks below are acceptable replies the gate did "
              "not let through.\n" if reply_check else
              "The classifier was trained on requests, so it also flags refusals that repeat the harmful topic: part "
              "of the fallbacks below are acceptable replies the gate did not let through.\n"))
