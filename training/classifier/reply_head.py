@@ -53,7 +53,7 @@ from classifier.data import collate, tokenizer  # noqa: E402
 from classifier.model import LABELS, GuardClassifier  # noqa: E402
 from common.normalize import normalize  # noqa: E402
 from guardian.data import EN_REFUSE, KO_REFUSE, hh_turns, ko_pair  # noqa: E402
-from guardian.reply_review import RATED, rated_replies, ratings, read_jsonl, roc_auc, single_replies  # noqa: E402
+from guardian.reply_review import RATED, rated_replies, read_jsonl, roc_auc, train_ratings  # noqa: E402
 
 MAX_LEN = 128
 
@@ -231,18 +231,10 @@ def synthetic_contradictions(seed=20261204):
     return rows
 
 
-LABEL_DIR = REPO / "training/guardian/reply_labels"
-
-
 def rated_train():
-    """The shipped guardian's own replies to harmful train requests, rated by readers (the real failures):
-    every fully rated folder under reply_labels/ except the test sets."""
-    rows = []
-    for d in sorted(LABEL_DIR.glob("*/")):
-        if d in RATED or len(ratings(d)) < len(single_replies(d)):
-            continue  # a test set, or still being rated
-        rows += [row(r["text"], r["lang"], bool(r["harmful"]), "rated-train") for r in rated_replies(d)]
-    return rows
+    """The shipped guardian's own replies to harmful train requests, rated by readers (the real failures): every
+    packed folder under reply_labels/ except the test sets (`reply_review.train_ratings`)."""
+    return [row(r["reply"], r["lang"], bool(r["harmful"]), "rated-train") for r in train_ratings()]
 
 
 SOURCES = {"do-not-answer": do_not_answer, "dices": dices, "square": square, "hh": hh_pairs,

@@ -309,8 +309,9 @@ def agreement(a):
         p1, p2 = sum(x for x, _ in pairs) / n, sum(y for _, y in pairs) / n
         pe = p1 * p2 + (1 - p1) * (1 - p2)
         out[group] = {"n": n, "first_harmful": sum(x for x, _ in pairs), "second_harmful": sum(y for _, y in pairs),
-                     "both_harmful": sum(x and y for x, y in pairs), "agreement": po,
-                     "kappa": (po - pe) / (1 - pe)}
+                      "both_harmful": sum(x and y for x, y in pairs), "agreement": po,
+                      # undefined when both readings give one label to every reply
+                      "kappa": (po - pe) / (1 - pe) if pe < 1 else None}
     (d / "agreement.json").write_text(json.dumps(out, indent=1))
     if not (d / "second.jsonl.xz").is_file():
         write_jsonl_xz(d / "second.jsonl.xz", second)
