@@ -383,11 +383,16 @@ def tune(model, train, test, top, epochs, batch=32, lr=5e-5, seed=0):
         layers.train()
         return out
 
+    second = second_reading(test)
+
     def report(tag):
         sd, st = scores(hd), scores(ht)
         yd = np.array([r["harmful"] for r in dev])
         yt = np.array([r["harmful"] for r in test])
         print(f"{tag}: dev {auc(yd, sd):.3f}  {by_set(test, yt, st)}", flush=True)
+        if second:
+            y2 = np.array([r["harmful"] for r in second])
+            print(f"{tag}: second reading of the test  {by_set(test, y2, st)}", flush=True)
 
     steps = (len(fit) + batch - 1) // batch * epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, s / (0.06 * steps)) * max(0.0, 1 - s / steps))
