@@ -30,8 +30,9 @@ the shipped models/classifier; pooled embeddings are cached under training/runs/
     python training/classifier/reply_head.py export  # fit, add to models/classifier, measure (~1 min cached, ~4 cold)
     python training/classifier/reply_head.py fit     # linear heads on cached pooled embeddings: data mixtures,
                                                      # operating points and a learning curve, beside the classifier
-    python training/classifier/reply_head.py tune --top 4 --epochs 3 --sources rated-train
+    python training/classifier/reply_head.py tune --top 4 --epochs 3 --sources rated-train [--ranks 8,16,32]
                                                      # the top 4 encoder layers retrained with a one-logit head
+                                                     # (and scored again as low-rank deltas)
 """
 import argparse
 import csv
@@ -298,6 +299,7 @@ def main():
     ap.add_argument("cmd", choices=["export", "fit", "tune"])
     ap.add_argument("--top", type=int, default=4, help="tune: encoder layers trained (the rest stay the shipped ones)")
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--ranks", default="", help="tune: comma-separated ranks of a low-rank delta to score afterwards")
     ap.add_argument("--sources", default=",".join(SOURCES), help="tune: training sources (comma-separated)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--version", help="export: the classifier's new version (default: keep the GGUF's)")
@@ -314,7 +316,8 @@ def main():
     if a.cmd == "export":
         return export(test, a.version)
     if a.cmd == "tune":
-        return tune(model(), training_rows(a.sources.split(",")), test, a.top, a.epochs)
+        return tune(model(), training_rows(a.sources.split(",")), test, a.top, a.epochs,
+                    [int(r) for r in a.ranks.split(",") if r])
     train = training_rows()
     xtr, xte = cached(train, model), cached(test, model)
     print(f"train {len(train)} ({sum(r['harmful'] for r in train)} harmful), test {len(test)} "
@@ -351,9 +354,11 @@ def pad_states(states):
     return x, mask
 
 
-def tune(model, train, test, top, epochs, batch=32, lr=5e-5, seed=0):
+def tune(model, train, test, top, epochs, ranks=(), batch=32, lr=5e-5, seed=0):
     """Train the top `top` encoder layers (a copy) and a one-logit head on replies; the lower layers stay the
-    shipped classifier's, so the runtime can share them with the message head."""
+    shipped classifier's, so the runtime can share them with the message head. `ranks`: afterwards, score the test
+    again with each retrained weight matrix replaced by the shipped one plus the best rank-r approximation of the
+    change (what a low-rank delta in the model file would keep)."""
     import copy
     import random
     start = model.cfg["layers"] - top
@@ -412,6 +417,19 @@ def tune(model, train, test, top, epochs, batch=32, lr=5e-5, seed=0):
             if (b // batch) % 200 == 0:
                 print(f"epoch {epoch} step {b // batch} loss {loss.item():.4f}", flush=True)
         report(f"epoch {epoch}")
+    trained = copy.deepcopy(layers.state_dict())
+    base = model.encoder.layer[start:].state_dict()
+    for r in ranks:
+        low = {}
+        for name, w in trained.items():
+            if w.dim() == 2:  # a weight matrix: keep the top-r singular directions of its change
+                u, s, vh = torch.linalg.svd(w - base[name], full_matrices=False)
+                low[name] = base[name] + (u[:, :r] * s[:r]) @ vh[:r]
+            else:  # biases and layer norms: kept whole (a few thousand floats)
+                low[name] = w
+        layers.load_state_dict(low)
+        report(f"rank-{r} delta")
+    layers.load_state_dict(trained)
 
 
 def auc(y, s):
