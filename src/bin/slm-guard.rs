@@ -289,6 +289,45 @@ fn respond_jsonl(
     let files = ModelFiles::from_dir(dir)?;
     let g = Guardian::load(&files)?;
     drop(files);
+    answer_jsonl(|mut fields, text| {
+        let opts = RespondOptions {
+            force_safety: fields
+                .get("force_safety")
+                .and_then(Value::as_bool)
+                .unwrap_or(defaults.force_safety),
+            max_tokens: fields
+                .get("max_tokens")
+                .and_then(Value::as_u64)
+                .map_or(defaults.max_tokens, |n| n as usize),
+            no_repeat_ngram: fields
+                .get("no_repeat_ngram")
+                .and_then(Value::as_u64)
+                .map_or(defaults.no_repeat_ngram, |n| n as usize),
+            ..RespondOptions::default()
+        };
+        let t0 = std::time::Instant::now();
+        match reply(&g, checker.as_ref(), &text, &opts, |_| true) {
+            Ok(r) => fields.insert(
+                "response".into(),
+                json!({"text": r.text, "stopped": r.stopped, "tokens": r.tokens.len(),
+                       "checked": checker.is_some(), "fallback": r.fallback,
+                       "unknown_numbers": helpline::unknown_numbers(&r.text),
+                       "crisis_line": helpline::gives_crisis_line(&r.text),
+                       "crisis_line_added": r.crisis_line_added,
+                       "ms": t0.elapsed().as_secs_f64() * 1e3}),
+            ),
+            Err(e) => fields.insert("error".into(), error_json(&e)),
+        };
+        Value::Object(fields)
+    })
+}
+
+/// Answer each JSON line of stdin with `answer(fields, text)` (the line's other fields, to echo), one output line
+/// per input line, flushed as it is written. A line that is not a JSON object with a string `text` gets an error
+/// object with its line number instead, and processing continues.
+fn answer_jsonl(
+    mut answer: impl FnMut(Map<String, Value>, String) -> Value,
+) -> Result<(), GuardError> {
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut input = std::io::stdin().lock();
@@ -303,55 +342,26 @@ fn respond_jsonl(
             continue;
         }
         let v = match parse_line(&buf) {
-            Err(mut e) => {
-                e.as_object_mut()
-                    .expect("error object")
-                    .insert("line".into(), json!(line_no));
-                e
-            }
-            Ok((mut fields, text)) => {
-                let opts = RespondOptions {
-                    force_safety: fields
-                        .get("force_safety")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(defaults.force_safety),
-                    max_tokens: fields
-                        .get("max_tokens")
-                        .and_then(Value::as_u64)
-                        .map_or(defaults.max_tokens, |n| n as usize),
-                    no_repeat_ngram: fields
-                        .get("no_repeat_ngram")
-                        .and_then(Value::as_u64)
-                        .map_or(defaults.no_repeat_ngram, |n| n as usize),
-                    ..RespondOptions::default()
-                };
-                let t0 = std::time::Instant::now();
-                match reply(&g, checker.as_ref(), &text, &opts, |_| true) {
-                    Ok(r) => {
-                        fields.insert(
-                            "response".into(),
-                            json!({"text": r.text, "stopped": r.stopped, "tokens": r.tokens.len(),
-                                   "checked": checker.is_some(), "fallback": r.fallback,
-                                   "unknown_numbers": helpline::unknown_numbers(&r.text),
-                                   "crisis_line": helpline::gives_crisis_line(&r.text),
-                                   "crisis_line_added": r.crisis_line_added,
-                                   "ms": t0.elapsed().as_secs_f64() * 1e3}),
-                        );
-                    }
-                    Err(e) => {
-                        fields.insert(
-                            "error".into(),
-                            json!({"code": e.code(), "message": e.to_string()}),
-                        );
-                    }
-                }
-                Value::Object(fields)
-            }
+            Ok((fields, text)) => answer(fields, text),
+            Err(e) => at_line(e, line_no),
         };
         writeln!(out, "{v}")?;
         out.flush()?;
     }
     Ok(())
+}
+
+/// An input line's error object, with its line number.
+fn at_line(mut e: Value, line: usize) -> Value {
+    e.as_object_mut()
+        .expect("error object")
+        .insert("line".into(), json!(line));
+    e
+}
+
+/// A call's error as the `error` field of an output line.
+fn error_json(e: &GuardError) -> Value {
+    json!({"code": e.code(), "message": e.to_string()})
 }
 
 fn fail(e: &GuardError) -> ExitCode {
@@ -505,53 +515,23 @@ fn check_reply(
     let policy = read_policy(policy)?;
     let guard = Guard::load(&ModelFiles::from_dir(dir)?)?;
     guard.resolve(&policy)?;
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
     match (text, jsonl) {
         (Some(text), false) => {
             let c = guard.check_reply(&text, &policy)?;
-            writeln!(out, "{}", serde_json::to_string_pretty(&c).expect("json"))?;
+            println!("{}", serde_json::to_string_pretty(&c).expect("json"));
+            Ok(())
         }
-        (None, true) => {
-            let mut input = std::io::stdin().lock();
-            let (mut buf, mut line_no) = (Vec::new(), 0usize);
-            while {
-                buf.clear();
-                input.read_until(b'\n', &mut buf)? > 0
-            } {
-                line_no += 1;
-                if buf.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                let v = match parse_line(&buf) {
-                    Ok((mut fields, text)) => {
-                        match guard.check_reply(&text, &policy) {
-                            Ok(c) => fields.insert("reply_check".into(), json!(c)),
-                            Err(e) => fields.insert(
-                                "error".into(),
-                                json!({"code": e.code(), "message": e.to_string()}),
-                            ),
-                        };
-                        Value::Object(fields)
-                    }
-                    Err(mut e) => {
-                        e.as_object_mut()
-                            .expect("error object")
-                            .insert("line".into(), json!(line_no));
-                        e
-                    }
-                };
-                writeln!(out, "{v}")?;
-            }
-        }
-        _ => {
-            return Err(GuardError::Input(
-                "give a reply, or --jsonl to read JSON lines from stdin (not both)".into(),
-            ))
-        }
+        (None, true) => answer_jsonl(|mut fields, text| {
+            match guard.check_reply(&text, &policy) {
+                Ok(c) => fields.insert("reply_check".into(), json!(c)),
+                Err(e) => fields.insert("error".into(), error_json(&e)),
+            };
+            Value::Object(fields)
+        }),
+        _ => Err(GuardError::Input(
+            "give a reply, or --jsonl to read JSON lines from stdin (not both)".into(),
+        )),
     }
-    out.flush()?;
-    Ok(())
 }
 
 /// A JSON object with a string `text`; anything else becomes an error object for that line.
@@ -611,12 +591,7 @@ fn flush(
                 );
                 Value::Object(fields)
             }
-            Err(mut e) => {
-                e.as_object_mut()
-                    .expect("error object")
-                    .insert("line".into(), json!(line));
-                e
-            }
+            Err(e) => at_line(e, line),
         };
         writeln!(out, "{v}")?;
     }
