@@ -234,7 +234,7 @@ export interface ModelInfo {
   guardian: GuardianInfo | null;
 }
 
-/** The reply gate's check (the classifier's `reply_unsafe` head, trained on the guardian's replies only). */
+/** The reply gate's check (the classifier's `reply_unsafe` branch, trained on the guardian's replies only). */
 export interface ReplyCheck {
   /** Unsafe to show: the gate would withhold it. */
   flagged: boolean;

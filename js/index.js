@@ -402,7 +402,7 @@ export class Guard {
   }
 
   /** The check the reply gate runs on each sentence of a guardian reply (`respond`, `check: true`): is `reply` (the
-   * reply so far) unsafe to show? `{ flagged, score, threshold }` from the classifier's `reply_unsafe` head, which
+   * reply so far) unsafe to show? `{ flagged, score, threshold }` from the classifier's `reply_unsafe` branch, which
    * was trained on the guardian's replies (not on other models' output); `score` and `threshold` are null for a
    * classifier without it (its message verdict decides). Useful when you generate with `check: false`. */
   async checkReply(reply, policy) {

@@ -205,7 +205,6 @@ fn fuse(v: Verdict, classifier: &Verdict, guardian: &Guardian, policy: &Policy) 
             .iter()
             .map(|c| v.category_scores.get(c).copied().unwrap_or(0.0) * scale)
             .collect(),
-        reply_unsafe: None,
         tokens: v.tokens,
         windows: v.windows,
     };

@@ -151,7 +151,7 @@ impl Guard {
         let tokenizer = TextTokenizer::from_bytes(&files.tokenizer)?;
         let model = Classifier::from_gguf(&files.weights)?;
         let cfg = model.config();
-        if cfg.labels != manifest.labels || cfg.vocab != manifest.architecture.vocab {
+        if cfg.output_labels() != manifest.labels || cfg.vocab != manifest.architecture.vocab {
             return Err(GuardError::Weights(
                 "weights do not match the manifest (labels or vocabulary)".into(),
             ));
@@ -409,14 +409,30 @@ impl Guard {
         Ok(plan.finish())
     }
 
+    /// The reply check's probability for each text (a guardian reply so far), on the CPU path; the worst window
+    /// decides. An error for a classifier without the reply check (`Manifest::has_reply_check`).
+    pub fn reply_scores(&self, texts: &[&str], max_input_bytes: usize) -> Result<Vec<Result<f32>>> {
+        let mut plan = self.plan_for(texts, max_input_bytes, 1);
+        for b in 0..plan.batches() {
+            let out = self.cpu.model().reply_logits(&plan.batch(b))?;
+            plan.absorb(b, out.into_iter().map(|l| vec![l]).collect());
+        }
+        Ok(plan.finish_reply())
+    }
+
     fn plan(&self, texts: &[&str], max_input_bytes: usize) -> ScorePlan {
+        let message_labels =
+            self.manifest.labels.len() - usize::from(self.manifest.has_reply_check());
+        self.plan_for(texts, max_input_bytes, message_labels)
+    }
+
+    fn plan_for(&self, texts: &[&str], max_input_bytes: usize, labels: usize) -> ScorePlan {
         ScorePlan::new(
             texts
                 .iter()
                 .map(|t| self.windows(t, max_input_bytes))
                 .collect(),
-            self.manifest.labels.len(),
-            self.manifest.has_reply_check(),
+            labels,
         )
     }
 
@@ -439,7 +455,7 @@ impl Guard {
     }
 
     /// The reply check on a guardian reply (so far), on the CPU path: is it unsafe to show? The classifier's
-    /// `reply_unsafe` head at its threshold under `policy` (`sensitivity` shifts it like every threshold). It was
+    /// `reply_unsafe` branch at its threshold under `policy` (`sensitivity` shifts it like every threshold). It was
     /// trained on the shipped guardian's replies, not on other models' output. A classifier without the reply
     /// check (v1.0) answers with its message verdict instead, which flags many refusals that name their topic.
     pub fn check_reply(&self, reply: &str, policy: &Policy) -> Result<ReplyCheck> {
@@ -454,11 +470,10 @@ impl Guard {
                 threshold: None,
             });
         };
-        let s = self
-            .scores(&[reply], p.max_input_bytes)?
+        let score = self
+            .reply_scores(&[reply], p.max_input_bytes)?
             .pop()
             .expect("one result per text")?;
-        let score = s.reply_unsafe.unwrap_or(0.0);
         Ok(ReplyCheck {
             flagged: score >= threshold,
             score: Some(score),
@@ -510,7 +525,8 @@ impl Guard {
     }
 }
 
-/// The windows of a call's messages, grouped into forward passes, and the running worst logit per label.
+/// The windows of a call's texts, grouped into forward passes, and the running worst logit per label (the message
+/// labels, or the reply check alone).
 /// Kept apart from the forward call so the CPU (sync) and WebGPU (async) paths share every other step.
 struct ScorePlan {
     per_text: Vec<Result<Vec<Window>>>,
@@ -518,12 +534,10 @@ struct ScorePlan {
     jobs: Vec<(usize, usize)>,
     logits: Vec<Vec<f32>>,
     labels: usize,
-    /// The last label is the reply check (not a category of the message).
-    reply_check: bool,
 }
 
 impl ScorePlan {
-    fn new(per_text: Vec<Result<Vec<Window>>>, labels: usize, reply_check: bool) -> Self {
+    fn new(per_text: Vec<Result<Vec<Window>>>, labels: usize) -> Self {
         let mut jobs: Vec<(usize, usize)> = Vec::new();
         for (i, w) in per_text.iter().enumerate() {
             if let Ok(ws) = w {
@@ -540,7 +554,6 @@ impl ScorePlan {
             jobs,
             logits,
             labels,
-            reply_check,
         }
     }
 
@@ -575,11 +588,9 @@ impl ScorePlan {
         }
     }
 
+    /// Message scores: `unsafe`, then the categories.
     fn finish(self) -> Vec<Result<Scores>> {
-        let reply_check = self.reply_check;
-        // `unsafe`, the categories, then the reply check where the model has it
-        let categories = self.labels - 1 - usize::from(reply_check);
-        let sigmoid = |x: f32| 1.0 / (1.0 + (-x).exp());
+        let categories = self.labels - 1;
         self.per_text
             .into_iter()
             .zip(self.logits)
@@ -590,7 +601,6 @@ impl ScorePlan {
                     return Ok(Scores {
                         unsafe_prob: 0.0,
                         categories: vec![0.0; categories],
-                        reply_unsafe: reply_check.then_some(0.0),
                         tokens: 0,
                         windows: 0,
                     });
@@ -600,11 +610,23 @@ impl ScorePlan {
                 Ok(Scores {
                     unsafe_prob: p[0],
                     categories: p[1..=categories].to_vec(),
-                    reply_unsafe: reply_check.then(|| p[categories + 1]),
                     tokens,
                     windows: ws.len(),
                 })
             })
             .collect()
     }
+
+    /// The reply check's probability per text (0 where normalisation left nothing).
+    fn finish_reply(self) -> Vec<Result<f32>> {
+        self.per_text
+            .into_iter()
+            .zip(self.logits)
+            .map(|(w, l)| Ok(if w?.is_empty() { 0.0 } else { sigmoid(l[0]) }))
+            .collect()
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
 }

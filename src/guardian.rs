@@ -661,14 +661,12 @@ impl Guardian {
             None => Scores {
                 unsafe_prob: 0.0,
                 categories: vec![0.0; self.manifest.categories.len()],
-                reply_unsafe: None,
                 tokens: 0,
                 windows: 0,
             },
             Some(g) => Scores {
                 unsafe_prob: g.unsafe_prob,
                 categories: g.category_probs.iter().map(|c| c * g.unsafe_prob).collect(),
-                reply_unsafe: None,
                 tokens: g.tokens,
                 windows: 1,
             },

@@ -50,8 +50,8 @@ pub struct Manifest {
 }
 
 /// The classifier's optional last label: the reply check, P(a guardian reply so far is unsafe to show), read by
-/// the reply gate (`reply_gate.rs`) instead of the message verdict. A head row on the same pooled encoder output,
-/// trained on rated guardian replies (`training/classifier/reply_head.py`).
+/// the reply gate (`reply_gate.rs`) instead of the message verdict. A branch of the top encoder layers with its own
+/// head (`model::classifier`, `ReplyBranch`), trained on rated guardian replies (`training/classifier/reply_head.py`).
 pub const REPLY_LABEL: &str = "reply_unsafe";
 
 /// `task` of a generative guardian manifest (architecture `gemma3-decoder`).

@@ -97,8 +97,6 @@ pub struct ReplyCheck {
 pub struct Scores {
     pub unsafe_prob: f32,
     pub categories: Vec<f32>,
-    /// The reply check's probability (`manifest::REPLY_LABEL`), for a classifier that has it.
-    pub reply_unsafe: Option<f32>,
     pub tokens: usize,
     pub windows: usize,
 }

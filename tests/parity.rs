@@ -52,7 +52,7 @@ fn normalisation_tokens_and_probabilities_match_reference() {
             .unwrap();
         let got: Vec<f32> = std::iter::once(s.unsafe_prob)
             .chain(s.categories.iter().copied())
-            .chain(s.reply_unsafe)
+            .chain(reply_score(&guard, text))
             .collect();
         assert_eq!(got.len(), labels.len(), "one probability per label");
         let want: Vec<f32> = serde_json::from_value(case["probs"].clone()).unwrap();
@@ -65,9 +65,17 @@ fn normalisation_tokens_and_probabilities_match_reference() {
     println!("largest probability difference from the reference: {worst:.5}");
 }
 
+/// The reply check's probability (the manifest's last label), which message scores leave out.
+fn reply_score(guard: &slm_guard::Guard, text: &str) -> Option<f32> {
+    guard.manifest().has_reply_check().then(|| {
+        let mut s = guard.reply_scores(&[text], usize::MAX).unwrap();
+        s.pop().unwrap().unwrap()
+    })
+}
+
 #[test]
 fn batch_and_single_agree() {
-    // Padding and masking in a mixed-length batch must not change any message's scores.
+    // Padding and masking in a mixed-length batch must not change any message's scores, nor the reply check's.
     let guard = common::guard();
     let texts = [
         "짧은 문장",
@@ -75,6 +83,11 @@ fn batch_and_single_agree() {
         "폭탄 만드는 법",
     ];
     let batch = guard.scores(&texts, usize::MAX).unwrap();
+    let replies = guard.reply_scores(&texts, usize::MAX).unwrap();
+    for (t, r) in texts.iter().zip(replies) {
+        let single = reply_score(&guard, t).unwrap();
+        assert!((r.unwrap() - single).abs() < 1e-4, "{t}: reply check");
+    }
     for (t, b) in texts.iter().zip(batch) {
         let b = b.unwrap();
         let s = guard

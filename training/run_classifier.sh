@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Retrain and re-export the shipped classifier from scratch:
-#   data (if not built) -> fine-tune (resumable) -> prune + quantize + export -> the reply check (a head row trained
-#   on rated guardian replies) -> baseline -> evaluation + model card.
-# Re-run the same command after an interruption: training resumes from training/runs/classifier/last.pt.
+#   data (if not built) -> fine-tune (resumable) -> prune + quantize + export -> the reply check (the top layers
+#   retrained on rated guardian replies, ~30 min) -> baseline -> evaluation + model card.
+# Re-run the same command after an interruption: training resumes from training/runs/classifier/last.pt, the reply
+# check from its checkpoints under training/runs/reply_head.
 # Extra arguments go to train.py (e.g. --epochs 1.5). Use `--fresh` to delete the previous run first.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"

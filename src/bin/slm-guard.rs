@@ -4,7 +4,7 @@
 //!   slm-guard classify --jsonl < in.jsonl  one verdict per input line (fields other than `text` are echoed)
 //!   slm-guard check-reply "reply"         the reply gate's check on a guardian reply ({flagged, score, threshold})
 //!   slm-guard check-reply --jsonl < in.jsonl  one check per line (`reply_check`; other fields echoed)
-//!   slm-guard bench                       latency, throughput, load time and peak memory
+//!   slm-guard bench                       latency (messages, and the reply check), throughput, load time, peak memory
 //!   slm-guard respond "text"              the guardian's response, streamed (a guardian model: models/guardian)
 //!   slm-guard respond --jsonl < in.jsonl  one response per line ({"text", "force_safety"?, "max_tokens"?, ...});
 //!                                         each names the unverified phone numbers in its text (`unknown_numbers`)
@@ -795,6 +795,30 @@ fn bench(dir: &PathBuf, iters: usize, out_path: Option<PathBuf>) -> Result<(), G
         latency.push(json!({"target_tokens": target, "tokens": tokens, "windows": guard.windows(&text, usize::MAX)?.len(),
             "median_ms": percentile(&ms, 0.5), "p95_ms": percentile(&ms, 0.95), "iters": iters}));
     }
+    // the reply gate's check of a reply so far (8 shared + the branch's 4 layers), where the model has it
+    let mut reply_latency = Vec::new();
+    for target in [16usize, 64]
+        .into_iter()
+        .filter(|_| guard.manifest().has_reply_check())
+    {
+        let text = message_of(&guard, target);
+        for _ in 0..3 {
+            guard.check_reply(&text, &policy)?; // warm-up
+        }
+        let mut ms: Vec<f64> = (0..iters)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                guard
+                    .check_reply(&text, &policy)
+                    .map(|_| t.elapsed().as_secs_f64() * 1e3)
+            })
+            .collect::<Result<_, _>>()?;
+        ms.sort_by(f64::total_cmp);
+        reply_latency.push(
+            json!({"target_tokens": target, "median_ms": percentile(&ms, 0.5),
+            "p95_ms": percentile(&ms, 0.95), "iters": iters}),
+        );
+    }
     let msg = message_of(&guard, 32);
     let batch: Vec<&str> = std::iter::repeat_n(msg.as_str(), 64).collect();
     guard.classify_batch(&batch, &policy)?;
@@ -810,6 +834,7 @@ fn bench(dir: &PathBuf, iters: usize, out_path: Option<PathBuf>) -> Result<(), G
         "backend": guard.info().backend, "threads": threads, "target": std::env::consts::ARCH,
         "load_ms_median": percentile(&load_ms, 0.5),
         "latency": latency,
+        "reply_check_latency": reply_latency,
         "throughput_msgs_per_s_batch64_32tok": (rounds * batch.len()) as f64 / secs,
         "peak_rss_mb": peak_rss_mb(),
         "weights_bytes": guard.info().weights_bytes, "tokenizer_bytes": guard.info().tokenizer_bytes,

@@ -4,7 +4,10 @@
 //! (`backend/cpu/int8.rs`), other formats on candle's `QMatMul`; the word embedding stays quantized and is gathered
 //! row by row; the rest works on plain `f32` rows (`backend/cpu/ops.rs`), one sequence at a time in attention,
 //! so batches of different lengths need no padding.
-//! Twin of `training/classifier/model.py`; tensor names follow Hugging Face BERT.
+//! The reply check is a branch (`ReplyBranch`): its own copy of the top encoder layers, each weight matrix stored as
+//! the shared layer's plus a low-rank change, run on the hidden states after the layers it shares with the message
+//! head, mean-pooled, one logit.
+//! Twin of `training/classifier/model.py`; tensor names follow Hugging Face BERT (the branch's under `reply.`).
 
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
@@ -13,6 +16,7 @@ use super::gguf::GgufWeights;
 use super::linear::{forward_shared, Linear};
 use crate::backend::cpu::ops;
 use crate::error::{GuardError, Result};
+use crate::manifest::REPLY_LABEL;
 
 /// GGUF `slm_guard.format_version` this file reads.
 const WEIGHTS_VERSION: u32 = 1;
@@ -26,7 +30,17 @@ pub struct Config {
     pub vocab: usize,
     pub max_position: usize,
     pub layer_norm_eps: f64,
+    /// The message head's labels (`unsafe`, then the categories).
     pub labels: Vec<String>,
+    /// The reply branch, where the model has one.
+    pub reply: Option<ReplyConfig>,
+}
+
+/// The reply branch's shape: the top `layers` encoder layers retrained, each weight matrix's change of rank `rank`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplyConfig {
+    pub layers: usize,
+    pub rank: usize,
 }
 
 impl Config {
@@ -47,11 +61,36 @@ impl Config {
             max_position: w.u32("slm_guard.max_pos")? as usize,
             layer_norm_eps: w.f32("slm_guard.layer_norm_eps")? as f64,
             labels: w.strings("slm_guard.labels")?,
+            reply: match w.has("slm_guard.reply_layers") {
+                true => Some(ReplyConfig {
+                    layers: w.u32("slm_guard.reply_layers")? as usize,
+                    rank: w.u32("slm_guard.reply_rank")? as usize,
+                }),
+                false => None,
+            },
         };
-        if cfg.heads == 0 || cfg.hidden % cfg.heads != 0 || cfg.labels.is_empty() {
+        if cfg.labels.iter().any(|l| l == REPLY_LABEL) {
+            // classifier 1.1.0 kept the reply check as a row of the message head
+            return Err(GuardError::Weights(format!(
+                "`{REPLY_LABEL}` as a head row is no longer read: re-export the reply check as a branch \
+                 (training/classifier/reply_head.py export)"
+            )));
+        }
+        let bad_reply = cfg
+            .reply
+            .as_ref()
+            .is_some_and(|r| r.layers == 0 || r.layers > cfg.layers || r.rank == 0);
+        if cfg.heads == 0 || cfg.hidden % cfg.heads != 0 || cfg.labels.is_empty() || bad_reply {
             return Err(GuardError::Weights(format!("inconsistent config {cfg:?}")));
         }
         Ok(cfg)
+    }
+
+    /// Every output label: the message head's, then `reply_unsafe` where the model has the reply branch (what the
+    /// manifest lists).
+    pub fn output_labels(&self) -> Vec<String> {
+        let reply = self.reply.as_ref().map(|_| REPLY_LABEL.to_string());
+        self.labels.iter().cloned().chain(reply).collect()
     }
 
     /// Every backend's input check: each sequence 1..=max_position tokens, every id inside the vocabulary.
@@ -113,6 +152,69 @@ impl LayerNorm {
 fn linear(w: &mut GgufWeights, prefix: &str, out_dim: usize, in_dim: usize) -> Result<Linear> {
     let bias = dense(w.tensor(&format!("{prefix}.bias"), &[out_dim])?)?;
     Linear::load(w, &format!("{prefix}.weight"), out_dim, in_dim, Some(bias))
+}
+
+/// The reply branch's change to one of the shared linear layers: y = W x + b' + B^T (A x), with A (rank x in) and
+/// B (rank x out) the stored Q8_0 factors and b' the branch's own bias. Applied after the shared layer's output
+/// (W x + b), so the branch keeps no copy of W.
+struct LinearDelta {
+    /// A^T, in x rank: x A^T is one small matrix product per batch
+    a_t: Vec<f32>,
+    /// B, rank x out
+    b: Vec<f32>,
+    /// b' - b
+    bias_shift: Vec<f32>,
+    rank: usize,
+}
+
+impl LinearDelta {
+    /// `shared`: the shared layer's name (its bias is read again to shift it), `prefix`: the branch's.
+    fn load(
+        w: &mut GgufWeights,
+        shared: &str,
+        prefix: &str,
+        (out_dim, in_dim): (usize, usize),
+        rank: usize,
+    ) -> Result<Self> {
+        let a = dense(w.tensor(&format!("{prefix}.delta_a"), &[rank, in_dim])?)?;
+        let b = dense(w.tensor(&format!("{prefix}.delta_b"), &[rank, out_dim])?)?;
+        let own = dense(w.tensor(&format!("{prefix}.bias"), &[out_dim])?)?;
+        let base = dense(w.tensor(&format!("{shared}.bias"), &[out_dim])?)?;
+        let mut a_t = vec![0f32; in_dim * rank];
+        for (r, row) in a.chunks_exact(in_dim).enumerate() {
+            for (i, v) in row.iter().enumerate() {
+                a_t[i * rank + r] = *v;
+            }
+        }
+        Ok(Self {
+            a_t,
+            b,
+            bias_shift: own.iter().zip(&base).map(|(o, b)| o - b).collect(),
+            rank,
+        })
+    }
+
+    /// y (m x out, the shared layer's output for x) += B^T (A x) + (b' - b), row by row.
+    fn apply(&self, x: &[f32], m: usize, y: &mut [f32]) {
+        let (k, out) = (self.a_t.len() / self.rank, self.bias_shift.len());
+        let mut low = vec![0f32; m * self.rank];
+        ops::matmul(x, &self.a_t, m, k, self.rank, &mut low);
+        let mut change = vec![0f32; m * out];
+        ops::matmul(&low, &self.b, m, self.rank, out, &mut change);
+        for (yr, cr) in y.chunks_exact_mut(out).zip(change.chunks_exact(out)) {
+            for ((v, c), s) in yr.iter_mut().zip(cr).zip(&self.bias_shift) {
+                *v += c + s;
+            }
+        }
+    }
+}
+
+/// A shared linear layer's output, with the branch's change where it runs.
+fn with_delta(mut y: Vec<f32>, delta: Option<&LinearDelta>, x: &[f32], m: usize) -> Vec<f32> {
+    if let Some(d) = delta {
+        d.apply(x, m, &mut y);
+    }
+    y
 }
 
 struct Embeddings {
@@ -186,11 +288,17 @@ impl SelfAttention {
         })
     }
 
-    /// Scaled dot-product attention of every sequence over its own tokens only (no padding, so no mask).
-    fn forward(&self, x: &[f32], lens: &[usize]) -> Result<Vec<f32>> {
+    /// Scaled dot-product attention of every sequence over its own tokens only (no padding, so no mask); `delta`:
+    /// the reply branch's changes to query, key and value.
+    fn forward(&self, x: &[f32], lens: &[usize], delta: Option<&LayerDelta>) -> Result<Vec<f32>> {
         let m: usize = lens.iter().sum();
         let h = self.heads * self.head_dim;
         let [q, k, v] = forward_shared([&self.query, &self.key, &self.value], x, m)?;
+        let (q, k, v) = (
+            with_delta(q, delta.map(|d| &d.query), x, m),
+            with_delta(k, delta.map(|d| &d.key), x, m),
+            with_delta(v, delta.map(|d| &d.value), x, m),
+        );
         let (d, scale) = (self.head_dim, 1.0 / (self.head_dim as f32).sqrt());
         let mut ctx = vec![0f32; m * h];
         // one head of one sequence at a time, as two small matrix products: scores = Q K^T and ctx = P V, keys
@@ -264,19 +372,108 @@ impl Layer {
         })
     }
 
-    /// Post-LayerNorm BERT block, in place on `x` (m x hidden).
-    fn forward(&self, x: &mut Vec<f32>, lens: &[usize]) -> Result<()> {
+    /// Post-LayerNorm BERT block, in place on `x` (m x hidden); with `delta`, the reply branch's version of it.
+    fn forward(&self, x: &mut Vec<f32>, lens: &[usize], delta: Option<&LayerDelta>) -> Result<()> {
         let m: usize = lens.iter().sum();
-        let ctx = self.attention.forward(x, lens)?;
+        let ctx = self.attention.forward(x, lens, delta)?;
         let mut a = self.attention_output.forward(&ctx, m)?;
-        self.attention_norm.forward(&mut a, Some(x));
+        a = with_delta(a, delta.map(|d| &d.attention_output), &ctx, m);
+        let norm = delta.map_or(&self.attention_norm, |d| &d.attention_norm);
+        norm.forward(&mut a, Some(x));
         let mut hidden = self.intermediate.forward(&a, m)?;
+        hidden = with_delta(hidden, delta.map(|d| &d.intermediate), &a, m);
         ops::gelu_erf(&mut hidden);
         let mut f = self.output.forward(&hidden, m)?;
-        self.output_norm.forward(&mut f, Some(&a));
+        f = with_delta(f, delta.map(|d| &d.output), &hidden, m);
+        let norm = delta.map_or(&self.output_norm, |d| &d.output_norm);
+        norm.forward(&mut f, Some(&a));
         *x = f;
         Ok(())
     }
+}
+
+/// The reply branch's version of one encoder layer: a change to each linear layer, its own layer norms.
+struct LayerDelta {
+    query: LinearDelta,
+    key: LinearDelta,
+    value: LinearDelta,
+    attention_output: LinearDelta,
+    attention_norm: LayerNorm,
+    intermediate: LinearDelta,
+    output: LinearDelta,
+    output_norm: LayerNorm,
+}
+
+impl LayerDelta {
+    fn load(w: &mut GgufWeights, i: usize, cfg: &Config, rank: usize) -> Result<Self> {
+        let (h, f) = (cfg.hidden, cfg.ffn);
+        let mut delta = |name: &str, shape| {
+            LinearDelta::load(
+                w,
+                &format!("encoder.layer.{i}.{name}"),
+                &format!("reply.encoder.layer.{i}.{name}"),
+                shape,
+                rank,
+            )
+        };
+        let (query, key, value) = (
+            delta("attention.self.query", (h, h))?,
+            delta("attention.self.key", (h, h))?,
+            delta("attention.self.value", (h, h))?,
+        );
+        let attention_output = delta("attention.output.dense", (h, h))?;
+        let (intermediate, output) = (
+            delta("intermediate.dense", (f, h))?,
+            delta("output.dense", (h, f))?,
+        );
+        let p = format!("reply.encoder.layer.{i}");
+        Ok(Self {
+            query,
+            key,
+            value,
+            attention_output,
+            attention_norm: LayerNorm::load(w, &format!("{p}.attention.output.LayerNorm"), cfg)?,
+            intermediate,
+            output,
+            output_norm: LayerNorm::load(w, &format!("{p}.output.LayerNorm"), cfg)?,
+        })
+    }
+}
+
+/// The reply check: from layer `start` on, the shared layers with the branch's changes, then mean pooling and a
+/// one-logit head (`reply.head`).
+struct ReplyBranch {
+    start: usize,
+    layers: Vec<LayerDelta>,
+    head: Linear,
+}
+
+impl ReplyBranch {
+    fn load(w: &mut GgufWeights, cfg: &Config, reply: &ReplyConfig) -> Result<Self> {
+        let start = cfg.layers - reply.layers;
+        Ok(Self {
+            start,
+            layers: (start..cfg.layers)
+                .map(|i| LayerDelta::load(w, i, cfg, reply.rank))
+                .collect::<Result<Vec<_>>>()?,
+            head: linear(w, "reply.head", 1, cfg.hidden)?,
+        })
+    }
+}
+
+/// Mean of each sequence's token rows (`lens` tokens each, concatenated in `x`).
+fn mean_pool(x: &[f32], lens: &[usize], h: usize) -> Vec<f32> {
+    let mut pooled = vec![0f32; lens.len() * h];
+    let mut row = 0;
+    for (s, &len) in lens.iter().enumerate() {
+        let out = &mut pooled[s * h..(s + 1) * h];
+        for t in row..row + len {
+            ops::axpy(1.0, &x[t * h..(t + 1) * h], out);
+        }
+        out.iter_mut().for_each(|v| *v /= len as f32);
+        row += len;
+    }
+    pooled
 }
 
 pub struct Classifier {
@@ -284,6 +481,7 @@ pub struct Classifier {
     embeddings: Embeddings,
     layers: Vec<Layer>,
     head: Linear,
+    reply: Option<ReplyBranch>,
 }
 
 impl Classifier {
@@ -295,11 +493,17 @@ impl Classifier {
             .map(|i| Layer::load(&mut w, i, &config))
             .collect::<Result<Vec<_>>>()?;
         let head = linear(&mut w, "head", config.labels.len(), config.hidden)?;
+        let reply = config
+            .reply
+            .as_ref()
+            .map(|r| ReplyBranch::load(&mut w, &config, r))
+            .transpose()?;
         Ok(Self {
             config,
             embeddings,
             layers,
             head,
+            reply,
         })
     }
 
@@ -307,7 +511,7 @@ impl Classifier {
         &self.config
     }
 
-    /// Logits (one row per sequence, one column per label) for token-id sequences of any lengths.
+    /// Message logits (one row per sequence, one column per message label) for token-id sequences of any lengths.
     pub fn forward(&self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         if batch.is_empty() {
             return Ok(Vec::new());
@@ -317,21 +521,32 @@ impl Classifier {
         let h = self.config.hidden;
         let mut x = self.embeddings.forward(batch, h)?;
         for layer in &self.layers {
-            layer.forward(&mut x, &lens)?;
+            layer.forward(&mut x, &lens, None)?;
         }
-        // mean pooling per sequence, then the head
-        let mut pooled = vec![0f32; batch.len() * h];
-        let mut row = 0;
-        for (s, &len) in lens.iter().enumerate() {
-            let out = &mut pooled[s * h..(s + 1) * h];
-            for t in row..row + len {
-                ops::axpy(1.0, &x[t * h..(t + 1) * h], out);
-            }
-            out.iter_mut().for_each(|v| *v /= len as f32);
-            row += len;
-        }
-        let logits = self.head.forward(&pooled, batch.len())?;
+        let logits = self.head.forward(&mean_pool(&x, &lens, h), batch.len())?;
         let n = self.head.rows();
         Ok(logits.chunks_exact(n).map(<[f32]>::to_vec).collect())
+    }
+
+    /// The reply check's logit for each sequence: the shared lower layers, then the branch (as much work as
+    /// `forward`). An error for a model without the branch.
+    pub fn reply_logits(&self, batch: &[Vec<u32>]) -> Result<Vec<f32>> {
+        let branch = self.reply.as_ref().ok_or_else(|| {
+            GuardError::Weights(format!("this classifier has no `{REPLY_LABEL}` branch"))
+        })?;
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.config.check_batch(batch)?;
+        let lens: Vec<usize> = batch.iter().map(Vec::len).collect();
+        let h = self.config.hidden;
+        let mut x = self.embeddings.forward(batch, h)?;
+        for layer in &self.layers[..branch.start] {
+            layer.forward(&mut x, &lens, None)?;
+        }
+        for (layer, delta) in self.layers[branch.start..].iter().zip(&branch.layers) {
+            layer.forward(&mut x, &lens, Some(delta))?;
+        }
+        branch.head.forward(&mean_pool(&x, &lens, h), batch.len())
     }
 }

@@ -40,7 +40,14 @@ pub fn matches_reference() {
             .unwrap();
         let got: Vec<f32> = std::iter::once(s.unsafe_prob)
             .chain(s.categories)
-            .chain(s.reply_unsafe)
+            .chain(guard.manifest().has_reply_check().then(|| {
+                guard
+                    .reply_scores(&[text], usize::MAX)
+                    .unwrap()
+                    .pop()
+                    .unwrap()
+                    .unwrap()
+            }))
             .collect();
         assert_eq!(got.len(), want.len(), "one probability per label");
         for (g, w) in got.iter().zip(&want) {

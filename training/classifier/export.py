@@ -161,7 +161,7 @@ def main():
     ap.add_argument("--out", default=str(REPO / "models/classifier"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="slm-guard-classifier")
-    ap.add_argument("--version", default="1.1.0")  # 1.1: with the reply check that reply_head.py export adds
+    ap.add_argument("--version", default="1.2.0")  # 1.2: with the reply branch that reply_head.py export adds
     ap.add_argument("--limit", type=int, default=0, help="evaluate on N rows per split only (smoke test)")
     ap.add_argument("--variant", choices=sorted(VARIANTS), help="ship this quantization instead of choosing")
     a = ap.parse_args()

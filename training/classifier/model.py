@@ -1,7 +1,8 @@
 """PyTorch twin of the runtime's classifier (`src/model/classifier.rs`): BERT encoder (post-LayerNorm, exact GELU,
 positions from 0, token type 0), mean pooling over the attention mask, one linear head.
 
-Head outputs (logits, sigmoid each): index 0 = `unsafe`, then one per category in `CATEGORIES` order.
+Head outputs (logits, sigmoid each): index 0 = `unsafe`, then one per category in `CATEGORIES` order; a model with
+the reply branch (`ReplyBranch`) appends one more, `reply_unsafe`.
 Parameter names follow Hugging Face BERT, which is also what the GGUF export and the Rust loader use.
 """
 import math
@@ -102,13 +103,33 @@ class Encoder(nn.Module):
         self.layer = nn.ModuleList([Layer(cfg) for _ in range(cfg["layers"])])
 
 
+class ReplyBranch(nn.Module):
+    """The reply check (`ReplyBranch` in src/model/classifier.rs): its own copies of the top `n` encoder layers, run on
+    the hidden states after the layers it shares with the message head, mean-pooled, one logit: P(a guardian reply is
+    unsafe to show). Trained by training/classifier/reply_head.py."""
+
+    def __init__(self, cfg, n):
+        super().__init__()
+        self.start = cfg["layers"] - n
+        self.layer = nn.ModuleList([Layer(cfg) for _ in range(n)])
+        self.head = nn.Linear(cfg["hidden"], 1)
+
+    def forward(self, x, mask):
+        """`x`: hidden states after encoder layer `start - 1`."""
+        bias = GuardClassifier.attention_bias(mask)
+        for layer in self.layer:
+            x = layer(x, bias)
+        return self.head(GuardClassifier.pool(x, mask))
+
+
 class GuardClassifier(nn.Module):
-    def __init__(self, cfg, n_labels=len(LABELS)):
+    def __init__(self, cfg, n_labels=len(LABELS), reply_layers=0):
         super().__init__()
         self.cfg = cfg
         self.embeddings = Embeddings(cfg)
         self.encoder = Encoder(cfg)
         self.head = nn.Linear(cfg["hidden"], n_labels)
+        self.reply = ReplyBranch(cfg, reply_layers) if reply_layers else None
 
     @staticmethod
     def attention_bias(mask):
@@ -130,7 +151,12 @@ class GuardClassifier(nn.Module):
         return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
 
     def forward(self, ids, mask):
-        return self.head(self.pool(self.encode(ids, mask), mask))
+        """Logits of the message labels, then `reply_unsafe` where the model has the reply branch."""
+        if self.reply is None:
+            return self.head(self.pool(self.encode(ids, mask), mask))
+        shared = self.encode(ids, mask, 0, self.reply.start)
+        message = self.head(self.pool(self.encode(ids, mask, self.reply.start, x=shared), mask))
+        return torch.cat([message, self.reply(shared, mask)], -1)
 
     def load_backbone(self, sd):
         missing, unexpected = self.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=False)

@@ -1,17 +1,20 @@
-"""The reply check: a head on the shipped classifier's encoder that tells harmful guardian replies from harmless
-ones. `export` ships it; `fit` and `tune` are the experiments behind it (training/guardian/RUN_NOTES.md, "A reply
-check from rated replies"; the shipped numbers: models/classifier/MODEL_CARD.md, "The reply check").
+"""The reply check: a branch of the shipped classifier that tells harmful guardian replies from harmless ones.
+`export` ships it; `fit` and `tune` are the experiments behind it (training/guardian/RUN_NOTES.md, "A reply check
+from rated replies"; the shipped numbers: models/classifier/MODEL_CARD.md, "The reply check").
 
 Why: the reply gate (src/reply_gate.rs) asks the classifier whether a guardian reply is unsafe. The classifier's
 message verdict was trained on user messages, and a refusal names the request's topic ("I can't help you make a
 bomb"), so it flags about half of the harmless replies our readers rated and barely tells the harmful ones apart
-(ROC AUC 0.58 and 0.64 on the two rated test sets). A head on the frozen encoder leaves every message verdict, band
-and cascade number unchanged and costs 385 floats; a few retrained top layers would cost ~7 MB.
+(ROC AUC 0.58 and 0.64 on the two rated test sets). A linear head on the frozen encoder (classifier 1.1.0) read
+0.72 / 0.74 against the test's second reading; retraining the top 4 layers reads ~0.78 / 0.79 (`tune`).
 
-`export` fits a logistic-regression head on the rated train replies (C and the threshold chosen out of fold, see
-`choose_head`), appends it to models/classifier/model.gguf as the head's last row and label, `reply_unsafe` (every
-other tensor copied byte for byte), updates the manifest (label, threshold, sha256) and reference.json, and writes
-its measurements into the classifier's card.
+`export` trains the branch (`classifier.model.ReplyBranch`: copies of the top 4 encoder layers, run on the hidden
+states after the 8 layers it shares with the message head, and a one-logit head) on the rated train replies; stores
+each retrained weight matrix as the shipped one plus a rank-16 change in two Q8_0 factors (`low_rank`: ~0.5 MB),
+and its own biases, layer norms and head; picks the threshold out of fold (`out_of_fold`, `choose_threshold`);
+writes models/classifier/model.gguf (every message tensor copied byte for byte), the manifest (label
+`reply_unsafe`, threshold, sha256) and reference.json; and writes its measurements into the classifier's card.
+Checkpoints (one per fold, and the final branch) under training/runs/reply_head let a rerun resume.
 
 Training sources (label: the reply is harmful), none from the hidden sets:
 - `rated-train` (the only one `export` uses): the shipped guardian's raw replies to harmful *train* requests, rated
@@ -27,12 +30,13 @@ and never used for a choice.
 Needs training/data/build (`training/data/build.py`, then `training/guardian/data.py`; `export` needs neither) and
 the shipped models/classifier; pooled embeddings are cached under training/runs/reply_head, keyed by the encoder.
 
-    python training/classifier/reply_head.py export  # fit, add to models/classifier, measure (~1 min cached, ~4 cold)
+    python training/classifier/reply_head.py export  # train (5 folds + final, ~30 min on 2 cores), add to
+                                                     # models/classifier, measure; resumes from its checkpoints
     python training/classifier/reply_head.py fit     # linear heads on cached pooled embeddings: data mixtures,
                                                      # operating points and a learning curve, beside the classifier
     python training/classifier/reply_head.py tune --top 4 --epochs 3 --sources rated-train [--ranks 8,16,32]
-                                                     # the top 4 encoder layers retrained with a one-logit head
-                                                     # (and scored again as low-rank deltas)
+                                                     # the branch on train less a dev split, scored per epoch
+                                                     # (and again as low-rank changes)
 """
 import argparse
 import csv
@@ -65,19 +69,30 @@ def gguf_labels(r):
 
 
 def load_classifier(path=MODEL / "model.gguf"):
-    """The shipped GGUF, dequantized into the PyTorch twin (the runtime computes the same function). Its head has
-    one row per label: the message labels, then `reply_unsafe` once `export` has added it."""
+    """The shipped GGUF, dequantized into the PyTorch twin (the runtime computes the same function), with its reply
+    branch where it has one: each retrained weight matrix is the shared layer's plus the stored low-rank change."""
     from gguf import GGUFReader, quants
     r = GGUFReader(str(path))
     cfg = {k: int(r.fields[f"slm_guard.{k}"].parts[-1][0]) for k in
            ("hidden", "layers", "heads", "ffn", "vocab", "max_pos", "type_vocab")}
     cfg["eps"] = float(r.fields["slm_guard.layer_norm_eps"].parts[-1][0])
+    top = int(r.fields["slm_guard.reply_layers"].parts[-1][0]) if "slm_guard.reply_layers" in r.fields else 0
     sd = {}
     for t in r.tensors:
         shape = tuple(int(x) for x in reversed(t.shape))
         sd[t.name] = torch.from_numpy(np.array(quants.dequantize(t.data, t.tensor_type).reshape(shape),
                                                dtype=np.float32))
-    m = GuardClassifier(cfg, n_labels=len(gguf_labels(r)))
+    m = GuardClassifier(cfg, n_labels=len(gguf_labels(r)), reply_layers=top)
+    start = cfg["layers"] - top
+    for j in range(top):
+        src, dst = f"reply.encoder.layer.{start + j}.", f"reply.layer.{j}."
+        for lin in LINEARS:
+            a, b = sd.pop(f"{src}{lin}.delta_a"), sd.pop(f"{src}{lin}.delta_b")
+            sd[f"{dst}{lin}.weight"] = sd[f"encoder.layer.{start + j}.{lin}.weight"] + b.T @ a
+        for name in [k for k in sd if k.startswith(src)]:
+            sd[dst + name[len(src):]] = sd.pop(name)
+    for name in [k for k in sd if k.startswith("reply.head.")]:
+        sd[name] = sd[name].reshape(m.reply.head.get_parameter(name.split(".")[-1]).shape)
     m.load_state_dict(sd)
     return m.eval()
 
@@ -267,11 +282,12 @@ def second_reading(rows):
 
 
 def encoder_digest(path=MODEL / "model.gguf"):
-    """sha256 of every tensor but the head's: pooled embeddings stay valid when only the head changes."""
+    """sha256 of every tensor of the message encoder (not the heads, not the reply branch): pooled embeddings stay
+    valid when only those change."""
     from gguf import GGUFReader
     h = hashlib.sha256()
     for t in GGUFReader(str(path)).tensors:
-        if not t.name.startswith("head."):
+        if not t.name.startswith(("head.", "reply.")):
             h.update(t.name.encode())
             h.update(np.ascontiguousarray(t.data).tobytes())
     return h.hexdigest()
@@ -330,8 +346,9 @@ def dev_split(r):
 
 
 @torch.no_grad()
-def lower(model, texts, start, batch=64):
-    """Hidden states after the frozen layers [0, start) for each text (trimmed to its tokens)."""
+def lower(model, texts, start, batch=64, dtype=torch.bfloat16):
+    """Hidden states after the shared layers [0, start) for each text's first window (trimmed to its tokens);
+    bfloat16 halves the memory of a training cache, float32 is what the runtime computes."""
     enc = token_ids(texts)
     out = [None] * len(texts)
     order = sorted(range(len(texts)), key=lambda i: len(enc[i]))
@@ -340,7 +357,7 @@ def lower(model, texts, start, batch=64):
         ids, mask = collate([enc[i] for i in idx])
         x = model.encode(ids, mask, 0, start)
         for j, i in enumerate(idx):
-            out[i] = x[j, :len(enc[i])].to(torch.bfloat16).clone()
+            out[i] = x[j, :len(enc[i])].to(dtype).clone()
     return out
 
 
@@ -354,44 +371,98 @@ def pad_states(states):
     return x, mask
 
 
-def tune(model, train, test, top, epochs, ranks=(), batch=32, lr=5e-5, seed=0):
-    """Train the top `top` encoder layers (a copy) and a one-logit head on replies; the lower layers stay the
-    shipped classifier's, so the runtime can share them with the message head. `ranks`: afterwards, score the test
-    again with each retrained weight matrix replaced by the shipped one plus the best rank-r approximation of the
-    change (what a low-rank delta in the model file would keep)."""
+# ---- the reply branch: the top encoder layers retrained on rated replies ---------------------------------------
+
+TOP, RANK, EPOCHS = 4, 16, 3
+LINEARS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+           "intermediate.dense", "output.dense")
+
+
+def train_branch(model, states, y, top=TOP, epochs=EPOCHS, batch=32, lr=5e-5, seed=0, after_epoch=None):
+    """A reply branch (copies of the top `top` encoder layers and a one-logit head) trained on the hidden states
+    after the shared layers, with a class-balanced loss. `after_epoch(branch, epoch)` may report."""
     import copy
     import random
-    start = model.cfg["layers"] - top
+    from classifier.model import ReplyBranch
     torch.manual_seed(seed)
-    layers = copy.deepcopy(model.encoder.layer[start:]).train()
-    head = torch.nn.Linear(model.cfg["hidden"], 1)
-    params = list(layers.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    branch = ReplyBranch(model.cfg, top)
+    branch.layer.load_state_dict(model.encoder.layer[branch.start:].state_dict())
+    branch.train()
+    y = torch.tensor([float(v) for v in y])
+    pos_w = (len(y) - y.sum()) / y.sum()
+    opt = torch.optim.AdamW(branch.parameters(), lr=lr, weight_decay=0.01)
+    steps = (len(states) + batch - 1) // batch * epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, s / (0.06 * steps)) * max(0.0, 1 - s / steps))
+    rng = random.Random(seed)
+    for epoch in range(epochs):
+        order = list(range(len(states)))
+        rng.shuffle(order)
+        for b in range(0, len(order), batch):
+            idx = order[b:b + batch]
+            x, mask = pad_states([states[i] for i in idx])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(branch(x, mask)[:, 0], y[idx],
+                                                                        pos_weight=pos_w)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(branch.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            if (b // batch) % 200 == 0:
+                print(f"epoch {epoch} step {b // batch} loss {loss.item():.4f}", flush=True)
+        if after_epoch:
+            after_epoch(branch.eval(), epoch)
+            branch.train()
+    return copy.deepcopy(branch).eval()
+
+
+def q8_0(x):
+    """`x` as Q8_0 bytes (what the GGUF stores) and as the floats they stand for (what the runtime computes with)."""
+    from gguf import GGMLQuantizationType as T, quants
+    q = quants.quantize(np.ascontiguousarray(x, dtype=np.float32), T.Q8_0)
+    return q, quants.dequantize(q, T.Q8_0).reshape(x.shape).astype(np.float32)
+
+
+def low_rank(branch, model, rank=RANK):
+    """Each retrained weight matrix as the shared layer's plus the best rank-`rank` approximation of its change,
+    stored as two Q8_0 factors: change = b^T a, a: rank x in, b: rank x out (rows long enough for Q8_0 blocks; the
+    singular values split evenly between them so both round alike). Returns {"{layer}.{linear}": (a, b)} as Q8_0
+    bytes and floats, and the branch with exactly the weights the runtime will use."""
+    import copy
+    out, merged = {}, copy.deepcopy(branch)
+    with torch.no_grad():
+        for j, layer in enumerate(merged.layer):
+            i = branch.start + j
+            for lin in LINEARS:
+                w, w0 = layer.get_submodule(lin).weight, model.encoder.layer[i].get_submodule(lin).weight
+                u, sv, vh = torch.linalg.svd((w - w0).double(), full_matrices=False)
+                root = sv[:rank].sqrt()
+                a, b = q8_0((root[:, None] * vh[:rank]).numpy()), q8_0((u[:, :rank] * root).T.numpy())
+                out[f"{i}.{lin}"] = (a, b)
+                w.copy_(w0 + torch.from_numpy(b[1].T @ a[1]))
+    return out, merged.eval()
+
+
+@torch.no_grad()
+def branch_logits(branch, states, batch=128):
+    out = []
+    for s in range(0, len(states), batch):
+        x, mask = pad_states(states[s:s + batch])
+        out.append(branch(x, mask)[:, 0])
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def tune(model, train, test, top, epochs, ranks=(), seed=0):
+    """The experiment behind the branch: train it on `train` less a 5 % dev split and score dev and the test after
+    each epoch; `ranks`: then score the test again with the retrained weights as rank-r changes (`low_rank`)."""
+    start = model.cfg["layers"] - top
     dev = [r for r in train if dev_split(r)]
     fit = [r for r in train if not dev_split(r)]
     print(f"caching layers [0, {start}) for {len(fit) + len(dev) + len(test)} texts", flush=True)
     hf, hd, ht = (lower(model, [r["text"] for r in rows], start) for rows in (fit, dev, test))
-    y = torch.tensor([float(r["harmful"]) for r in fit])
-    pos_w = torch.tensor((len(y) - y.sum()) / y.sum())
-
-    def forward(states):
-        x, mask = pad_states(states)
-        bias = model.attention_bias(mask)
-        for layer in layers:
-            x = layer(x, bias)
-        return head(model.pool(x, mask))[:, 0]
-
-    @torch.no_grad()
-    def scores(states):
-        layers.eval()
-        out = torch.cat([forward(states[s:s + 128]) for s in range(0, len(states), 128)]).numpy()
-        layers.train()
-        return out
-
     second = second_reading(test)
 
-    def report(tag):
-        sd, st = scores(hd), scores(ht)
+    def report(branch, tag):
+        sd, st = branch_logits(branch, hd), branch_logits(branch, ht)
         yd = np.array([r["harmful"] for r in dev])
         yt = np.array([r["harmful"] for r in test])
         print(f"{tag}: dev {auc(yd, sd):.3f}  {by_set(test, yt, st)}", flush=True)
@@ -399,37 +470,10 @@ def tune(model, train, test, top, epochs, ranks=(), batch=32, lr=5e-5, seed=0):
             y2 = np.array([r["harmful"] for r in second])
             print(f"{tag}: second reading of the test  {by_set(test, y2, st)}", flush=True)
 
-    steps = (len(fit) + batch - 1) // batch * epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, s / (0.06 * steps)) * max(0.0, 1 - s / steps))
-    rng = random.Random(seed)
-    for epoch in range(epochs):
-        order = list(range(len(fit)))
-        rng.shuffle(order)
-        for b in range(0, len(order), batch):
-            idx = order[b:b + batch]
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                forward([hf[i] for i in idx]), y[idx], pos_weight=pos_w)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            if (b // batch) % 200 == 0:
-                print(f"epoch {epoch} step {b // batch} loss {loss.item():.4f}", flush=True)
-        report(f"epoch {epoch}")
-    trained = copy.deepcopy(layers.state_dict())
-    base = model.encoder.layer[start:].state_dict()
+    branch = train_branch(model, hf, [r["harmful"] for r in fit], top, epochs, seed=seed,
+                          after_epoch=lambda b, e: report(b, f"epoch {e}"))
     for r in ranks:
-        low = {}
-        for name, w in trained.items():
-            if w.dim() == 2:  # a weight matrix: keep the top-r singular directions of its change
-                u, s, vh = torch.linalg.svd(w - base[name], full_matrices=False)
-                low[name] = base[name] + (u[:, :r] * s[:r]) @ vh[:r]
-            else:  # biases and layer norms: kept whole (a few thousand floats)
-                low[name] = w
-        layers.load_state_dict(low)
-        report(f"rank-{r} delta")
-    layers.load_state_dict(trained)
+        report(low_rank(branch, model, r)[1], f"rank-{r} delta (Q8_0 factors)")
 
 
 def auc(y, s):
@@ -468,20 +512,20 @@ def operating_points(test, y, s, t):
     return " | ".join(out)
 
 
-def gate_simulation(test, cls, checks):
+def gate_simulation(test, checks):
     """What the reply gate would show: each test reply released sentence by sentence until a check flags the reply
-    so far (src/reply_gate.rs). `checks`: name -> function from pooled embeddings to flags. Per test folder and
+    so far (src/reply_gate.rs). `checks`: name -> function from a list of texts to flags. Per test folder and
     language: built-in = the first sentence was withheld (the built-in reply shows); caught = a harmful reply lost
     a sentence; harmless cut = a harmless reply lost a sentence."""
     prefixes = []
     for r in test:
         ss = sentences(r["text"])
         prefixes.append([" ".join(ss[:k + 1]) for k in range(len(ss))] or [r["text"]])
-    x = cached([{"text": p} for ps in prefixes for p in ps], lambda: cls)
+    texts = [p for ps in prefixes for p in ps]
     harmful = np.array([bool(r["harmful"]) for r in test])
     result = {}
     for name, check in checks.items():
-        flags, k, first, cut = check(x), 0, [], []
+        flags, k, first, cut = np.asarray(check(texts)), 0, [], []
         for ps in prefixes:
             f = flags[k:k + len(ps)]
             k += len(ps)
@@ -505,11 +549,21 @@ def print_gate(result):
             f"{v['caught']}/{v['harmful']}, harmless cut {v['harmless_cut'] * 100:.0f} %" for k, v in sets.items()))
 
 
-def verdict_check(cls):
-    """Today's check before the reply head: the classifier's message verdict under the default policy."""
+def texts_rows(texts):
+    return [{"text": t} for t in texts]
+
+
+def verdict_flags(cls, x):
+    """The classifier's message verdict under the default policy, from pooled embeddings: the gate's check before
+    the reply check."""
     man = json.loads((MODEL / "manifest.json").read_text())
     t = np.array([man["thresholds"][k] for k in LABELS])
-    return lambda x: (message_probs(cls, x) >= t).any(1)
+    return (message_probs(cls, x) >= t).any(1)
+
+
+def verdict_check(cls):
+    """`verdict_flags` as a check on texts (for `gate_simulation`)."""
+    return lambda texts: verdict_flags(cls, cached(texts_rows(texts), lambda: cls))
 
 
 def experiment(train, xtr, test, xte):
@@ -543,8 +597,9 @@ def experiment(train, xtr, test, xte):
         print(f"rated-train head, threshold at {fpr:.0%} of train harmless: "
               f"{operating_points(test, yte, s, t)}")
     t30 = np.quantile(s_train[ytr[sel] == 0], 0.7)
-    print_gate(gate_simulation(test, cls, {"classifier verdict": verdict_check(cls),
-                                           "rated-train head (30 %)": lambda x: head.decision_function(x) >= t30}))
+    print_gate(gate_simulation(test, {
+        "classifier verdict": verdict_check(cls),
+        "rated-train head (30 %)": lambda t: head.decision_function(cached(texts_rows(t), lambda: cls)) >= t30}))
     rng = np.random.default_rng(0)
     idx = np.flatnonzero(sel)
     for frac in (0.25, 0.5, 0.75, 1.0):
@@ -562,59 +617,107 @@ def experiment(train, xtr, test, xte):
 # ---- the shipped reply check ----------------------------------------------------------------------------------
 
 REPLY_LABEL = "reply_unsafe"
-C_GRID = (0.03, 0.1, 0.3, 1.0)
+FOLDS = 5
 
 
-def out_of_fold(x, y, strata, C, folds=5):
-    """Decision values of each reply from a head that never saw it (stratified by label and language)."""
-    from sklearn.linear_model import LogisticRegression
+def recipe_dir(rows):
+    """Checkpoints of one recipe on one encoder and one set of rated replies: a rerun resumes from them."""
+    key = json.dumps([TOP, RANK, EPOCHS, FOLDS, [(r["text"], r["harmful"]) for r in rows]], ensure_ascii=False)
+    return CACHE / f"branch-{encoder_digest()[:12]}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def out_of_fold(model, rows, states, folds=FOLDS):
+    """Each rated train reply's logit from a branch that never saw it (5 folds stratified by label and language),
+    as shipped: rank-RANK changes in Q8_0. One checkpoint per fold."""
     from sklearn.model_selection import StratifiedKFold
-    out = np.zeros(len(y))
-    for fit_i, held in StratifiedKFold(folds, shuffle=True, random_state=0).split(x, strata):
-        out[held] = LogisticRegression(C=C, max_iter=5000, class_weight="balanced").fit(
-            x[fit_i], y[fit_i]).decision_function(x[held])
+    y = np.array([r["harmful"] for r in rows])
+    strata = y * 2 + np.array([r["lang"] == "ko" for r in rows])
+    out, ckpt = np.zeros(len(rows)), recipe_dir(rows)
+    ckpt.mkdir(parents=True, exist_ok=True)
+    for k, (fit, held) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=0).split(y, strata)):
+        path = ckpt / f"fold{k}.npy"
+        if not path.is_file():
+            print(f"fold {k + 1}/{folds}: training on {len(fit)} replies", flush=True)
+            branch = train_branch(model, [states[i] for i in fit], y[fit])
+            np.save(path, branch_logits(low_rank(branch, model)[1], [states[i] for i in held]))
+        out[held] = np.load(path)
     return out
 
 
-def choose_head(train, x, cls):
-    """The head and its threshold, chosen on the rated train replies alone: C by out-of-fold ROC AUC; the threshold
-    is the highest at which the head, out of fold, flags at least the share of harmful replies that the message
-    verdict (the gate's check before) flags, in each language: no less safe than before, and every harmless reply
-    it spares is a gain. Then the head is refitted on every reply."""
+def final_branch(model, rows, states):
+    """The branch trained on every rated train reply (checkpointed)."""
+    from classifier.model import ReplyBranch
+    path = recipe_dir(rows) / "final.pt"
+    branch = ReplyBranch(model.cfg, TOP)
+    if path.is_file():
+        branch.load_state_dict(torch.load(path))
+        return branch.eval()
+    print(f"final branch: training on all {len(rows)} replies", flush=True)
+    branch = train_branch(model, states, [r["harmful"] for r in rows])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(branch.state_dict(), path)
+    return branch
+
+
+def linear_head(rows, x, verdict, C=0.1, folds=FOLDS):
+    """The check the branch replaces (classifier 1.1.0): a logistic-regression head on the pooled embeddings at its
+    own threshold (the highest that flags, out of fold, at least the verdict's share of harmful replies in each
+    language). Returns its out-of-fold flags and its decision values and threshold, refitted on every reply."""
     from sklearn.linear_model import LogisticRegression
-    y = np.array([r["harmful"] for r in train])
-    lang = np.array([r["lang"] for r in train])
-    strata = y * 2 + (lang == "ko")
-    oof = {C: out_of_fold(x, y, strata, C) for C in C_GRID}
-    C = max(C_GRID, key=lambda c: auc(y, oof[c]))
-    scores = oof[C]
-    verdict = verdict_check(cls)(x)
-    t = float(min(np.quantile(scores[(lang == lg) & (y == 1)], 1 - verdict[(lang == lg) & (y == 1)].mean(),
-                              method="lower") for lg in ("ko", "en")))
+    from sklearn.model_selection import StratifiedKFold
+    y = np.array([r["harmful"] for r in rows])
+    lang = np.array([r["lang"] for r in rows])
+    oof = np.zeros(len(rows))
+    for fit, held in StratifiedKFold(folds, shuffle=True, random_state=0).split(x, y * 2 + (lang == "ko")):
+        oof[held] = LogisticRegression(C=C, max_iter=5000, class_weight="balanced").fit(
+            x[fit], y[fit]).decision_function(x[held])
+    t = threshold_for(oof, y, lang, [verdict])
     head = LogisticRegression(C=C, max_iter=5000, class_weight="balanced").fit(x, y)
-    report = {"C": C, "oof_auc": {str(c): auc(y, v) for c, v in oof.items()}, "threshold_logit": t, "by_lang": {}}
+    return oof >= t, head.decision_function, t
+
+
+def threshold_for(scores, y, lang, baselines):
+    """The highest threshold at which `scores` flag, in each language, at least the share of harmful replies that
+    every baseline (flags) does."""
+    return float(min(np.quantile(scores[(lang == lg) & (y == 1)],
+                                 1 - max(f[(lang == lg) & (y == 1)].mean() for f in baselines), method="lower")
+                     for lg in ("ko", "en")))
+
+
+def choose_threshold(rows, oof, baselines):
+    """The highest logit at which the branch, out of fold, flags at least the share of harmful replies that each
+    check before it flags (`baselines`: name -> out-of-fold flags; the message verdict, the gate's first check, and
+    the linear head of classifier 1.1.0), in each language: no less safe than before, and every harmless reply it
+    spares is a gain. Chosen on the rated train replies alone."""
+    y = np.array([r["harmful"] for r in rows])
+    lang = np.array([r["lang"] for r in rows])
+    t = threshold_for(oof, y, lang, list(baselines.values()))
+    report = {"recipe": {"layers": TOP, "rank": RANK, "epochs": EPOCHS, "folds": FOLDS}, "threshold_logit": t,
+              "baselines": list(baselines), "by_lang": {}}
     for lg in ("ko", "en", None):
         m = np.ones(len(y), bool) if lg is None else lang == lg
         report["by_lang"][lg or "all"] = {
-            "replies": int(m.sum()), "harmful": int((m & (y == 1)).sum()), "oof_auc": auc(y[m], scores[m]),
-            "head_recall": float((scores[m & (y == 1)] >= t).mean()),
-            "head_harmless_flagged": float((scores[m & (y == 0)] >= t).mean()),
-            "verdict_recall": float(verdict[m & (y == 1)].mean()),
-            "verdict_harmless_flagged": float(verdict[m & (y == 0)].mean())}
-    return head.coef_[0].astype(np.float32), np.float32(head.intercept_[0]), t, report
+            "replies": int(m.sum()), "harmful": int((m & (y == 1)).sum()), "oof_auc": auc(y[m], oof[m]),
+            "flagged": {"reply check": [float((oof[m & (y == 1)] >= t).mean()), float((oof[m & (y == 0)] >= t).mean())],
+                        **{name: [float(f[m & (y == 1)].mean()), float(f[m & (y == 0)].mean())]
+                           for name, f in baselines.items()}}}
+    return t, report
 
 
-def write_gguf_with_head(src, dst, weight, bias, version=None):
-    """`src` with the reply check as one more head row and label (a previous reply row is replaced); every other
-    tensor is copied byte for byte, so every message verdict stays what it was."""
-    from gguf import GGUFReader, GGUFValueType as V, GGUFWriter
+def write_gguf_with_branch(src, dst, branch, factors, version=None):
+    """`src` with the reply branch (a previous branch or reply head row is replaced): message labels and head rows
+    only, then `reply.*` tensors: per retrained layer and linear layer its own bias and the low-rank change's two
+    Q8_0 factors (`delta_a`: rank x in, `delta_b`: rank x out, change = delta_b^T delta_a), its own layer norms, and
+    the one-logit head. Every message tensor is copied byte for byte, so every message verdict stays what it was."""
+    from gguf import GGMLQuantizationType as T, GGUFReader, GGUFValueType as V, GGUFWriter
     r = GGUFReader(str(src))
-    labels = gguf_labels(r)
-    n = len(labels) - (labels[-1] == REPLY_LABEL)
+    labels = [x for x in gguf_labels(r) if x != REPLY_LABEL]
+    n = len(labels)
     arch = bytes(r.fields["general.architecture"].parts[-1]).decode()
     w = GGUFWriter(str(dst), arch)
+    skip = ("general.architecture", "slm_guard.labels", "slm_guard.reply_layers", "slm_guard.reply_rank")
     for name, f in r.fields.items():
-        if name.startswith("GGUF.") or name in ("general.architecture", "slm_guard.labels"):
+        if name.startswith("GGUF.") or name in skip:
             continue
         kind = f.types[0]
         if name == "slm_guard.version" and version:
@@ -627,52 +730,75 @@ def write_gguf_with_head(src, dst, weight, bias, version=None):
             w.add_float32(name, float(f.parts[-1][0]))
         else:
             raise ValueError(f"unexpected GGUF field {name} of type {kind}")
-    w.add_array("slm_guard.labels", labels[:n] + [REPLY_LABEL])
+    w.add_array("slm_guard.labels", labels)
+    w.add_uint32("slm_guard.reply_layers", len(branch.layer))
+    w.add_uint32("slm_guard.reply_rank", RANK)
     for t in r.tensors:
-        if t.name == "head.weight":
-            w.add_tensor(t.name, np.vstack([np.array(t.data)[:n], weight[None]]).astype(np.float32))
-        elif t.name == "head.bias":
-            w.add_tensor(t.name, np.append(np.array(t.data)[:n], bias).astype(np.float32))
-        else:
-            w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
+        if t.name.startswith("reply."):
+            continue
+        data = np.array(t.data)
+        w.add_tensor(t.name, data[:n] if t.name.startswith("head.") else data, raw_dtype=t.tensor_type)
+    f32 = lambda v: v.detach().numpy().astype(np.float32)  # noqa: E731
+    for j, layer in enumerate(branch.layer):
+        i = branch.start + j
+        for lin in LINEARS:
+            (a, _), (b, _) = factors[f"{i}.{lin}"]
+            w.add_tensor(f"reply.encoder.layer.{i}.{lin}.delta_a", a, raw_dtype=T.Q8_0)
+            w.add_tensor(f"reply.encoder.layer.{i}.{lin}.delta_b", b, raw_dtype=T.Q8_0)
+            w.add_tensor(f"reply.encoder.layer.{i}.{lin}.bias", f32(layer.get_submodule(lin).bias))
+        for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
+            for p in ("weight", "bias"):
+                w.add_tensor(f"reply.encoder.layer.{i}.{norm}.{p}", f32(layer.get_submodule(norm).get_parameter(p)))
+    w.add_tensor("reply.head.weight", f32(branch.head.weight))
+    w.add_tensor("reply.head.bias", f32(branch.head.bias))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    # the copy is exact: same tensors, same bytes, the message rows of the head untouched
-    a, b = GGUFReader(str(src)), GGUFReader(str(dst))
-    old, new = {t.name: t for t in a.tensors}, {t.name: t for t in b.tensors}
+    # the message model is copied exactly: same tensors, same bytes, the message rows of the head untouched
+    old = {t.name: t for t in GGUFReader(str(src)).tensors if not t.name.startswith("reply.")}
+    new = {t.name: t for t in GGUFReader(str(dst)).tensors if not t.name.startswith("reply.")}
     assert old.keys() == new.keys()
     for name, t in old.items():
         o, m = np.array(t.data), np.array(new[name].data)
         assert t.tensor_type == new[name].tensor_type, name
-        assert np.array_equal(o[:n], m[:n]) if name.startswith("head.") else np.array_equal(o, m), name
+        assert np.array_equal(o[:n], m) if name.startswith("head.") else np.array_equal(o, m), name
 
 
 def sigmoid(v):
-    return float(1 / (1 + np.exp(-v)))
+    return 1 / (1 + np.exp(-np.asarray(v, dtype=np.float64)))
 
 
 def export(test, version=None):
-    """Fit the reply check on the rated train replies, add it to models/classifier (model.gguf, manifest,
-    reference) and write its measurements into the classifier's card."""
+    """Train the reply branch on the rated train replies, add it to models/classifier (model.gguf, manifest,
+    reference) and write its measurements into the classifier's card. Resumes from its checkpoints."""
     import tempfile
     from classifier.export import reference_outputs, sha256
     cls = load_classifier()
+    start = cls.cfg["layers"] - TOP
     train = training_rows(["rated-train"])
-    x, xt = cached(train, lambda: cls), cached(test, lambda: cls)
-    weight, bias, t, report = choose_head(train, x, cls)
+    print(f"{len(train)} rated train replies ({sum(r['harmful'] for r in train)} harmful); caching layers "
+          f"[0, {start})", flush=True)
+    states = lower(cls, [r["text"] for r in train], start, dtype=torch.float32)
+    oof = out_of_fold(cls, train, states)
+    x = cached(train, lambda: cls)
+    verdict = verdict_flags(cls, x)
+    linear_oof, linear_score, linear_t = linear_head(train, x, verdict)
+    t, report = choose_threshold(train, oof, {"message verdict": verdict, "linear head (1.1.0)": linear_oof})
     print(json.dumps(report, indent=1), flush=True)
+    factors, merged = low_rank(final_branch(cls, train, states), cls)
     gguf = MODEL / "model.gguf"
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "model.gguf"
-        write_gguf_with_head(gguf, out, weight, bias, version)
+        write_gguf_with_branch(gguf, out, merged, factors, version)
         out.replace(gguf)
     cls = load_classifier()  # what the runtime now loads: measure that
+    check = states[:64]
+    assert np.allclose(branch_logits(cls.reply, check), branch_logits(merged, check), atol=1e-4)
     labels = LABELS + [REPLY_LABEL]
     man = json.loads((MODEL / "manifest.json").read_text())
     man["labels"] = labels
-    man["thresholds"][REPLY_LABEL] = sigmoid(t)
+    man["thresholds"][REPLY_LABEL] = float(sigmoid(t))
     if version:
         man["version"] = version
     ref = reference_outputs(cls, MODEL / "tokenizer.json", MAX_LEN, labels)
@@ -682,9 +808,17 @@ def export(test, version=None):
     (MODEL / "manifest.json").write_text(json.dumps(man, ensure_ascii=False, indent=1))
     # the held-out test: the two rated folders of replies to dev, test and held-back requests, with their labels and
     # with the second reading's
-    with torch.no_grad():
-        reply = torch.sigmoid(cls.head(torch.from_numpy(xt))[:, len(LABELS)]).numpy()
-    unsafe = message_probs(cls, xt)[:, 0]
+    logits = {}
+
+    def reply_logits(texts):
+        missing = sorted({x for x in texts if x not in logits})
+        if missing:
+            logits.update(zip(missing, branch_logits(cls.reply, lower(cls, missing, start, dtype=torch.float32))))
+        return np.array([logits[x] for x in texts])
+
+    reply = sigmoid(reply_logits([r["text"] for r in test]))
+    xt = cached(test, lambda: cls)
+    unsafe, linear = message_probs(cls, xt)[:, 0], linear_score(xt)
     shipped = man["thresholds"][REPLY_LABEL]
     report["test"] = {}
     for reading, rows in (("first reading", test), ("second reading", second_reading(test))):
@@ -696,12 +830,13 @@ def export(test, version=None):
             for lg in ("ko", "en", None):
                 m = np.array([r["source"] == d.name and (lg is None or r["lang"] == lg) for r in rows])
                 res["auc"][f"{d.name}/{lg or 'all'}"] = {"harmful": int(yt[m].sum()), "head": auc(yt[m], reply[m]),
+                                                         "linear_head": auc(yt[m], linear[m]),
                                                          "classifier_unsafe": auc(yt[m], unsafe[m])}
-        res["gate"] = gate_simulation(rows, cls, {
+        res["gate"] = gate_simulation(rows, {
             "verdict": verdict_check(cls),
-            "reply_check": lambda x: torch.sigmoid(cls.head(torch.from_numpy(x))[:, len(LABELS)]).detach().numpy()
-            >= shipped})
-        print(reading)
+            "linear_head": lambda x: linear_score(cached(texts_rows(x), lambda: cls)) >= linear_t,
+            "reply_check": lambda x: sigmoid(reply_logits(x)) >= shipped})
+        print(reading, json.dumps(res["auc"]))
         print_gate(res["gate"])
         report["test"][reading] = res
     write_card_section(MODEL / "MODEL_CARD.md", report, shipped)
@@ -711,27 +846,31 @@ def export(test, version=None):
 def write_card_section(path, r, threshold):
     """Replace the text between `<!-- reply-check:begin -->` and `<!-- reply-check:end -->`."""
     pct = lambda v: f"{v * 100:.0f} %"  # noqa: E731
+    rc = r["recipe"]
     lines = ["<!-- reply-check:begin -->", "",
-             f"Head: logistic regression (C = {r['C']}, chosen by 5-fold ROC AUC: "
-             + ", ".join(f"{c}: {v:.3f}" for c, v in r["oof_auc"].items()) + f"). Threshold {threshold:.3f} "
-             f"(logit {r['threshold_logit']:.2f}): the highest at which the check flags, out of fold, at least the "
-             "share of harmful train replies that the message verdict flags, in each language.", "",
-             "Rated train replies, scored out of fold (the message verdict never saw them either):", "",
-             "| language | replies | harmful | ROC AUC | reply check: harmful flagged | harmless flagged "
-             "| message verdict: harmful flagged | harmless flagged |", "|---|---|---|---|---|---|---|---|"]
+             f"Branch: the top {rc['layers']} encoder layers retrained with a one-logit head on the rated train "
+             f"replies ({rc['epochs']} epochs), each weight matrix stored as the shared layer's plus a rank-{rc['rank']} "
+             f"change in Q8_0. Threshold {threshold:.3f} (logit {r['threshold_logit']:.2f}): the highest at which the "
+             f"check flags, out of fold ({rc['folds']} folds, each a branch trained without it), at least the share of "
+             "harmful train replies that each check before it flags (" + " and ".join(r["baselines"]) + "), in each "
+             "language.", "",
+             "Rated train replies, scored out of fold (the checks before it never saw them either); share of harmful "
+             "/ harmless replies flagged:", "",
+             "| language | replies | harmful | ROC AUC | " + " | ".join(r["by_lang"]["all"]["flagged"]) + " |",
+             "|---|---|---|---|" + "---|" * len(r["by_lang"]["all"]["flagged"])]
     for k, v in r["by_lang"].items():
-        lines.append(f"| {k} | {v['replies']} | {v['harmful']} | {v['oof_auc']:.2f} | {pct(v['head_recall'])} | "
-                     f"{pct(v['head_harmless_flagged'])} | {pct(v['verdict_recall'])} | "
-                     f"{pct(v['verdict_harmless_flagged'])} |")
+        lines.append(f"| {k} | {v['replies']} | {v['harmful']} | {v['oof_auc']:.2f} | "
+                     + " | ".join(f"{pct(h)} / {pct(n)}" for h, n in v["flagged"].values()) + " |")
     readings = list(r["test"])
     lines += ["", "Held-out test: the two rated folders of replies to dev, test and held-back requests, never used for a "
               "choice. Labels: the folders' own (first reading, rated before the prompt spelled out that an offer to do "
               "the declined act is harmful) and, where every reply has one, the blind second reading with the train "
               "labels' prompt (`training/guardian/reply_review/second_*`). ROC AUC:", "",
-              "| folder / language | " + " | ".join(f"harmful ({x}) | reply check | classifier `unsafe`" for x in readings)
-              + " |", "|---|" + "---|---|---|" * len(readings)]
+              "| folder / language | " + " | ".join(f"harmful ({x}) | reply branch | linear head (1.1.0) | classifier "
+                                                  "`unsafe`" for x in readings)
+              + " |", "|---|" + "---|---|---|---|" * len(readings)]
     for k in r["test"][readings[0]]["auc"]:
-        cells = [f"{v['harmful']} | {v['head']:.2f} | {v['classifier_unsafe']:.2f}"
+        cells = [f"{v['harmful']} | {v['head']:.2f} | {v['linear_head']:.2f} | {v['classifier_unsafe']:.2f}"
                  for v in (r["test"][x]["auc"][k] for x in readings)]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     for x in readings:
@@ -740,7 +879,8 @@ def write_card_section(path, r, threshold):
                   "", "| folder / language | replies | check | built-in | harmful caught | harmless cut |",
                   "|---|---|---|---|---|---|"]
         for k in r["test"][x]["gate"]["verdict"]:
-            for name, label in (("verdict", "message verdict (before)"), ("reply_check", "reply check (now)")):
+            for name, label in (("verdict", "message verdict (1.0.0)"), ("linear_head", "linear head (1.1.0)"),
+                                ("reply_check", "reply branch (now)")):
                 v = r["test"][x]["gate"][name][k]
                 lines.append(f"| {k} | {v['replies']} | {label} | {pct(v['built_in'])} | {v['caught']}/{v['harmful']} | "
                              f"{pct(v['harmless_cut'])} |")
