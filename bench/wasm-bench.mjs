@@ -1,5 +1,5 @@
 // wasm (Node, single thread) benchmark of the npm package on the shipped model: load time, latency median/p95 at
-// ~16/32/64/256 tokens, batch throughput. Usage: node bench/wasm-bench.mjs [--iters 50] [--out file.json]
+// ~16/32/64/256 tokens, the reply gate's check (`checkReply`) at ~16/64 tokens, batch throughput. Usage: node bench/wasm-bench.mjs [--iters 50] [--out file.json]
 // [--pkg DIR] (another build of the package, for A/B runs of two builds in one session)
 import { readFile, writeFile } from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';
@@ -65,6 +65,19 @@ for (const target of [16, 32, 64, 256]) {
   }
   latency.push({ target_tokens: target, tokens: v.tokens, windows: v.windows, ...stats(ms), iters });
 }
+// the reply gate's check of a reply so far: the shared layers, then the reply branch's (where the model has it)
+const replyCheck = [];
+for (const target of guard.info().labels.includes('reply_unsafe') ? [16, 64] : []) {
+  const text = await messageOf(target);
+  for (let i = 0; i < 3; i++) await guard.checkReply(text);
+  const ms = [];
+  for (let i = 0; i < iters; i++) {
+    const t = performance.now();
+    await guard.checkReply(text);
+    ms.push(performance.now() - t);
+  }
+  replyCheck.push({ target_tokens: target, ...stats(ms), iters });
+}
 const msg = await messageOf(32);
 const batch = Array(64).fill(msg);
 await guard.classifyBatch(batch);
@@ -75,6 +88,7 @@ const report = {
   model: `${guard.info().model}@${guard.info().version}`,
   load_ms_median: stats(loads).median_ms,
   latency,
+  reply_check_latency: replyCheck,
   throughput_msgs_per_s_batch64_32tok: (3 * batch.length) / ((performance.now() - t) / 1000),
   rss_mb: process.memoryUsage().rss / 2 ** 20,
 };
