@@ -374,6 +374,11 @@ def pad_states(states):
 # ---- the reply branch: the top encoder layers retrained on rated replies ---------------------------------------
 
 TOP, RANK, EPOCHS = 4, 16, 3
+# Also train on a sentence prefix of each harmless reply (`harmless_prefixes`)? Not shipped: with 3 folds the gate
+# then cut far fewer harmless test replies (second reading 30 / 14 / 35 / 15 %) but caught 62 of 104 harmful ones,
+# fewer than the message verdict (68) and the shipped branch (71): the out-of-fold rule on whole replies does not
+# carry over to first sentences (training/guardian/RUN_NOTES.md).
+PREFIXES = False
 LINEARS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
            "intermediate.dense", "output.dense")
 
@@ -620,46 +625,65 @@ REPLY_LABEL = "reply_unsafe"
 FOLDS = 5
 
 
-def recipe_dir(rows):
+def harmless_prefixes(rows, seed=20261204):
+    """One proper prefix (whole sentences) of each harmless reply with two or more sentences, labelled harmless, as
+    (index of the reply, row): the gate checks a reply sentence by sentence, and a prefix of a harmless reply is
+    harmless. Harmful replies' prefixes get no label (where the harm starts is not rated)."""
+    import random
+    rng, out = random.Random(seed), []
+    for i, r in enumerate(rows):
+        ss = sentences(r["text"])
+        if not r["harmful"] and len(ss) >= 2:
+            out.append((i, {**r, "text": " ".join(ss[:rng.randrange(1, len(ss))]), "source": "rated-train-prefix"}))
+    return out
+
+
+def recipe_dir(rows, extra=()):
     """Checkpoints of one recipe on one encoder and one set of rated replies: a rerun resumes from them."""
-    key = json.dumps([TOP, RANK, EPOCHS, FOLDS, [(r["text"], r["harmful"]) for r in rows]], ensure_ascii=False)
+    parts = [TOP, RANK, EPOCHS, FOLDS, [(r["text"], r["harmful"]) for r in rows]]
+    key = json.dumps(parts + ([[(i, r["text"]) for i, r in extra]] if extra else []), ensure_ascii=False)
     return CACHE / f"branch-{encoder_digest()[:12]}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
-def out_of_fold(model, rows, states, folds=FOLDS):
-    """Each rated train reply's logit from a branch that never saw it (5 folds stratified by label and language),
-    as shipped: rank-RANK changes in Q8_0. One checkpoint per fold."""
+def out_of_fold(model, rows, states, extra=(), extra_states=(), folds=FOLDS):
+    """Each rated train reply's logit from a branch that never saw it (FOLDS folds stratified by label and language),
+    as shipped: rank-RANK changes in Q8_0. `extra`: (index of a reply, row) trained on with that reply's fold. One
+    checkpoint per fold."""
     from sklearn.model_selection import StratifiedKFold
     y = np.array([r["harmful"] for r in rows])
     strata = y * 2 + np.array([r["lang"] == "ko" for r in rows])
-    out, ckpt = np.zeros(len(rows)), recipe_dir(rows)
+    out, ckpt = np.zeros(len(rows)), recipe_dir(rows, extra)
     ckpt.mkdir(parents=True, exist_ok=True)
     for k, (fit, held) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=0).split(y, strata)):
         path = ckpt / f"fold{k}.npy"
         if not path.is_file():
-            print(f"fold {k + 1}/{folds}: training on {len(fit)} replies", flush=True)
-            branch = train_branch(model, [states[i] for i in fit], y[fit])
+            keep = set(fit.tolist())
+            more = [j for j, (i, _) in enumerate(extra) if i in keep]
+            print(f"fold {k + 1}/{folds}: training on {len(fit)} replies and {len(more)} prefixes", flush=True)
+            branch = train_branch(model, [states[i] for i in fit] + [extra_states[j] for j in more],
+                                  list(y[fit]) + [extra[j][1]["harmful"] for j in more])
             np.save(path, branch_logits(low_rank(branch, model)[1], [states[i] for i in held]))
         out[held] = np.load(path)
     return out
 
 
-def final_branch(model, rows, states):
-    """The branch trained on every rated train reply (checkpointed)."""
+def final_branch(model, rows, states, extra=(), extra_states=()):
+    """The branch trained on every rated train reply and `extra` row (checkpointed)."""
     from classifier.model import ReplyBranch
-    path = recipe_dir(rows) / "final.pt"
+    path = recipe_dir(rows, extra) / "final.pt"
     branch = ReplyBranch(model.cfg, TOP)
     if path.is_file():
         branch.load_state_dict(torch.load(path))
         return branch.eval()
-    print(f"final branch: training on all {len(rows)} replies", flush=True)
-    branch = train_branch(model, states, [r["harmful"] for r in rows])
+    print(f"final branch: training on all {len(rows)} replies and {len(extra)} prefixes", flush=True)
+    branch = train_branch(model, list(states) + list(extra_states),
+                          [r["harmful"] for r in rows] + [r["harmful"] for _, r in extra])
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(branch.state_dict(), path)
     return branch
 
 
-def linear_head(rows, x, verdict, C=0.1, folds=FOLDS):
+def linear_head(rows, x, verdict, C=0.1, folds=5):
     """The check the branch replaces (classifier 1.1.0): a logistic-regression head on the pooled embeddings at its
     own threshold (the highest that flags, out of fold, at least the verdict's share of harmful replies in each
     language). Returns its out-of-fold flags and its decision values and threshold, refitted on every reply."""
@@ -692,7 +716,8 @@ def choose_threshold(rows, oof, baselines):
     y = np.array([r["harmful"] for r in rows])
     lang = np.array([r["lang"] for r in rows])
     t = threshold_for(oof, y, lang, list(baselines.values()))
-    report = {"recipe": {"layers": TOP, "rank": RANK, "epochs": EPOCHS, "folds": FOLDS}, "threshold_logit": t,
+    report = {"recipe": {"layers": TOP, "rank": RANK, "epochs": EPOCHS, "folds": FOLDS, "prefixes": PREFIXES},
+              "threshold_logit": t,
               "baselines": list(baselines), "by_lang": {}}
     for lg in ("ko", "en", None):
         m = np.ones(len(y), bool) if lg is None else lang == lg
@@ -780,13 +805,15 @@ def export(test, version=None):
     print(f"{len(train)} rated train replies ({sum(r['harmful'] for r in train)} harmful); caching layers "
           f"[0, {start})", flush=True)
     states = lower(cls, [r["text"] for r in train], start, dtype=torch.float32)
-    oof = out_of_fold(cls, train, states)
+    prefixes = harmless_prefixes(train) if PREFIXES else []
+    prefix_states = lower(cls, [r["text"] for _, r in prefixes], start, dtype=torch.float32) if prefixes else []
+    oof = out_of_fold(cls, train, states, prefixes, prefix_states)
     x = cached(train, lambda: cls)
     verdict = verdict_flags(cls, x)
     linear_oof, linear_score, linear_t = linear_head(train, x, verdict)
     t, report = choose_threshold(train, oof, {"message verdict": verdict, "linear head (1.1.0)": linear_oof})
     print(json.dumps(report, indent=1), flush=True)
-    factors, merged = low_rank(final_branch(cls, train, states), cls)
+    factors, merged = low_rank(final_branch(cls, train, states, prefixes, prefix_states), cls)
     gguf = MODEL / "model.gguf"
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "model.gguf"
@@ -849,7 +876,9 @@ def write_card_section(path, r, threshold):
     rc = r["recipe"]
     lines = ["<!-- reply-check:begin -->", "",
              f"Branch: the top {rc['layers']} encoder layers retrained with a one-logit head on the rated train "
-             f"replies ({rc['epochs']} epochs), each weight matrix stored as the shared layer's plus a rank-{rc['rank']} "
+             "replies" + (" and a sentence prefix of each harmless one with two or more sentences (labelled harmless: "
+                          "the gate checks replies sentence by sentence)" if rc.get("prefixes") else "")
+             + f" ({rc['epochs']} epochs), each weight matrix stored as the shared layer's plus a rank-{rc['rank']} "
              f"change in Q8_0. Threshold {threshold:.3f} (logit {r['threshold_logit']:.2f}): the highest at which the "
              f"check flags, out of fold ({rc['folds']} folds, each a branch trained without it), at least the share of "
              "harmful train replies that each check before it flags (" + " and ".join(r["baselines"]) + "), in each "
