@@ -757,6 +757,24 @@ fn message_of(guard: &Guard, target: usize) -> String {
     }
 }
 
+/// Wall times in ms of `iters` calls after 3 warm-up calls, sorted.
+fn timed(
+    iters: usize,
+    mut f: impl FnMut() -> Result<(), GuardError>,
+) -> Result<Vec<f64>, GuardError> {
+    for _ in 0..3 {
+        f()?;
+    }
+    let mut ms = (0..iters)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            f().map(|()| t.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect::<Result<Vec<f64>, _>>()?;
+    ms.sort_by(f64::total_cmp);
+    Ok(ms)
+}
+
 fn bench(dir: &PathBuf, iters: usize, out_path: Option<PathBuf>) -> Result<(), GuardError> {
     let files = ModelFiles::from_dir(dir)?;
     if Manifest::parse(&files.manifest)?.is_guardian() {
@@ -780,18 +798,7 @@ fn bench(dir: &PathBuf, iters: usize, out_path: Option<PathBuf>) -> Result<(), G
             .iter()
             .map(|w| w.ids.len())
             .sum::<usize>();
-        for _ in 0..3 {
-            guard.classify(&text, &policy)?; // warm-up
-        }
-        let mut ms: Vec<f64> = (0..iters)
-            .map(|_| {
-                let t = std::time::Instant::now();
-                guard
-                    .classify(&text, &policy)
-                    .map(|_| t.elapsed().as_secs_f64() * 1e3)
-            })
-            .collect::<Result<_, _>>()?;
-        ms.sort_by(f64::total_cmp);
+        let ms = timed(iters, || guard.classify(&text, &policy).map(drop))?;
         latency.push(json!({"target_tokens": target, "tokens": tokens, "windows": guard.windows(&text, usize::MAX)?.len(),
             "median_ms": percentile(&ms, 0.5), "p95_ms": percentile(&ms, 0.95), "iters": iters}));
     }
@@ -802,18 +809,7 @@ fn bench(dir: &PathBuf, iters: usize, out_path: Option<PathBuf>) -> Result<(), G
         .filter(|_| guard.manifest().has_reply_check())
     {
         let text = message_of(&guard, target);
-        for _ in 0..3 {
-            guard.check_reply(&text, &policy)?; // warm-up
-        }
-        let mut ms: Vec<f64> = (0..iters)
-            .map(|_| {
-                let t = std::time::Instant::now();
-                guard
-                    .check_reply(&text, &policy)
-                    .map(|_| t.elapsed().as_secs_f64() * 1e3)
-            })
-            .collect::<Result<_, _>>()?;
-        ms.sort_by(f64::total_cmp);
+        let ms = timed(iters, || guard.check_reply(&text, &policy).map(drop))?;
         reply_latency.push(
             json!({"target_tokens": target, "median_ms": percentile(&ms, 0.5),
             "p95_ms": percentile(&ms, 0.95), "iters": iters}),

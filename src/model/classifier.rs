@@ -516,14 +516,7 @@ impl Classifier {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        self.config.check_batch(batch)?;
-        let lens: Vec<usize> = batch.iter().map(Vec::len).collect();
-        let h = self.config.hidden;
-        let mut x = self.embeddings.forward(batch, h)?;
-        for layer in &self.layers {
-            layer.forward(&mut x, &lens, None)?;
-        }
-        let logits = self.head.forward(&mean_pool(&x, &lens, h), batch.len())?;
+        let logits = self.head.forward(&self.pooled(batch, None)?, batch.len())?;
         let n = self.head.rows();
         Ok(logits.chunks_exact(n).map(<[f32]>::to_vec).collect())
     }
@@ -537,16 +530,23 @@ impl Classifier {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
+        branch
+            .head
+            .forward(&self.pooled(batch, Some(branch))?, batch.len())
+    }
+
+    /// Mean-pooled final hidden states (one row per sequence) of the encoder, or with `branch`, of the reply
+    /// branch: the shared layers, then the branch's changes from its first layer on.
+    fn pooled(&self, batch: &[Vec<u32>], branch: Option<&ReplyBranch>) -> Result<Vec<f32>> {
         self.config.check_batch(batch)?;
         let lens: Vec<usize> = batch.iter().map(Vec::len).collect();
         let h = self.config.hidden;
         let mut x = self.embeddings.forward(batch, h)?;
-        for layer in &self.layers[..branch.start] {
-            layer.forward(&mut x, &lens, None)?;
+        let start = branch.map_or(self.layers.len(), |b| b.start);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let delta = branch.and_then(|b| b.layers.get(i.checked_sub(start)?));
+            layer.forward(&mut x, &lens, delta)?;
         }
-        for (layer, delta) in self.layers[branch.start..].iter().zip(&branch.layers) {
-            layer.forward(&mut x, &lens, Some(delta))?;
-        }
-        branch.head.forward(&mean_pool(&x, &lens, h), batch.len())
+        Ok(mean_pool(&x, &lens, h))
     }
 }
