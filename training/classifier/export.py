@@ -3,6 +3,7 @@ quantizations that candle has simd128 kernels for, keep the smallest that loses 
 
     models/classifier/model.gguf        weights (GGUF v3; names follow Hugging Face BERT, plus `head.*`)
     models/classifier/tokenizer.json    pruned XLM-R Unigram tokenizer (ids match the embedding rows)
+    models/classifier/*.xz              what git keeps of those two (common/packed.py; setup expands them)
     models/classifier/manifest.json     version, architecture, categories, thresholds, sha256 of every file, licence
     models/classifier/reference.json    ~50 fixed inputs with normalised text, token ids, logits, probabilities
     training/runs/classifier/export.json  every measurement behind the choices (read by eval/report.py)
@@ -27,6 +28,7 @@ from classifier.train import predict  # noqa: E402
 from common.assets import e5_paths  # noqa: E402
 from common.e5_blob import load_state_dict  # noqa: E402
 from common.normalize import normalize  # noqa: E402
+from common.packed import pack  # noqa: E402
 from common.quant import quantize_q8_0_row  # noqa: E402
 from eval.metrics import at_threshold, best_threshold  # noqa: E402
 
@@ -232,7 +234,8 @@ def main():
 
     # 4. write the shipped files
     for f in out.glob("*"):
-        if f.name in ("model.gguf", "tokenizer.json", "manifest.json", "reference.json"):
+        if f.name in ("model.gguf", "tokenizer.json", "model.gguf.xz", "tokenizer.json.xz", "manifest.json",
+                      "reference.json"):
             f.unlink()
     write_gguf(out / "model.gguf", pcfg, psd, et, lt, {"name": a.name, "version": a.version})
     (out / "tokenizer.json").write_text(json.dumps(pruned_json, ensure_ascii=False, separators=(",", ":")))
@@ -265,6 +268,8 @@ def main():
                     "commercial_use": "see MODEL_CARD.md (train with --permissive-only for a commercially usable variant)"},
     }
     (out / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1))
+    for n in ("model.gguf", "tokenizer.json"):
+        pack(out / n)  # git keeps the .xz files
     (run / "export.json").write_text(json.dumps(report, indent=1))
     print(f"wrote {out}: {chosen}, model.gguf {manifest['files']['model.gguf']['bytes'] / 1e6:.1f} MB, "
           f"tokenizer {manifest['files']['tokenizer.json']['bytes'] / 1e6:.1f} MB", flush=True)

@@ -57,6 +57,7 @@ sys.path.insert(0, str(REPO / "training"))
 from classifier.data import collate, tokenizer  # noqa: E402
 from classifier.model import LABELS, GuardClassifier  # noqa: E402
 from common.normalize import normalize  # noqa: E402
+from common.packed import pack  # noqa: E402
 from guardian.data import EN_REFUSE, KO_REFUSE, hh_turns, ko_pair  # noqa: E402
 from guardian.reply_review import RATED, rated_replies, read_jsonl, roc_auc, train_ratings  # noqa: E402
 
@@ -831,6 +832,7 @@ def export(test, version=None):
     ref = reference_outputs(cls, MODEL / "tokenizer.json", MAX_LEN, labels)
     (MODEL / "reference.json").write_text(json.dumps(ref, ensure_ascii=False, indent=1))
     man["files"]["model.gguf"] = {"sha256": sha256(gguf), "bytes": gguf.stat().st_size}
+    pack(gguf)  # git keeps model.gguf.xz
     man["reference"]["sha256"] = sha256(MODEL / "reference.json")
     (MODEL / "manifest.json").write_text(json.dumps(man, ensure_ascii=False, indent=1))
     # the held-out test: the two rated folders of replies to dev, test and held-back requests, with their labels and

@@ -122,25 +122,9 @@ def delta_gguf(d, manifest):
 
 def tokenizer_json(d, manifest):
     """models/guardian/tokenizer.json, expanded from the committed `tokenizer.json.xz` when it is missing or stale
-    (git keeps it compressed: 2.6 MB -> ~0.5 MB keeps the tracked tree small enough to travel to a device machine).
-    Checked against the manifest's sha256 either way."""
-    import lzma
-    path, packed = d / "tokenizer.json", d / "tokenizer.json.xz"
-    want = manifest["files"]["tokenizer.json"]["sha256"]
-    if path.is_file() and sha256(path) == want:
-        return
-    if not packed.is_file():
-        sys.exit(f"{path}: missing or its sha256 does not match manifest.json, and there is no {packed.name}")
-    tmp = path.with_suffix(".tmp")
-    try:
-        tmp.write_bytes(lzma.decompress(packed.read_bytes()))
-    except lzma.LZMAError as e:
-        sys.exit(f"{packed}: not a valid xz file ({e}): tampered or truncated")
-    if sha256(tmp) != want:
-        tmp.unlink()
-        sys.exit(f"{packed} expanded to a tokenizer.json whose sha256 is not the manifest's (tampered or truncated)")
-    tmp.replace(path)
-    print(f"{path}: expanded from {packed.name} and verified")
+    (training/common/packed.py; checked against the manifest's sha256 either way)."""
+    from training.common.packed import expand
+    expand(d, "tokenizer.json", manifest["files"]["tokenizer.json"]["sha256"])
 
 
 def main():

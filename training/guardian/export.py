@@ -19,7 +19,6 @@ import argparse
 import copy
 import hashlib
 import json
-import lzma
 import sys
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from training.common.packed import pack  # noqa: E402
 from training.common.quant import quantize_q8_0_row  # noqa: E402
 from training.guardian import delta_codec, spec  # noqa: E402
 from training.guardian.assemble import write_model  # noqa: E402
@@ -134,7 +134,7 @@ def main():
     pruned = prune_tokenizer(tok_json, old_ids)
     (out / "tokenizer.json").write_text(json.dumps(pruned, ensure_ascii=False), encoding="utf-8")
     # what git keeps (assemble.py expands it on setup, checked against the manifest's sha256)
-    (out / "tokenizer.json.xz").write_bytes(lzma.compress((out / "tokenizer.json").read_bytes(), preset=9))
+    pack(out / "tokenizer.json")  # git keeps tokenizer.json.xz
     state = ck["state"] if ck else {"special_ids": torch.tensor(sorted(spec.SPECIALS.values())),
                                     "special_rows": model.token_embd.weight[sorted(spec.SPECIALS.values())],
                                     "first": model.cfg.layers}
