@@ -1,7 +1,7 @@
 //! CPU path vs WebGPU backend on the shipped classifier: batch 1, 8 and 64 windows of 64 tokens, median and p95
 //! wall time per forward pass (after a warm-up). `bench/webgpu.sh` runs it and records the adapter's name.
 //!
-//!   cargo bench --bench backends -- [--runs N] [--out FILE.json]
+//!   cargo bench --bench backends -- [--runs N] [--out FILE.json] [--model DIR]
 //!
 //! On a software adapter (lavapipe, SwiftShader) the figures only prove the GPU path runs; the claim to check on a
 //! real GPU is batch 64 >= 10x the CPU path's throughput and batch 1 no slower.
@@ -39,8 +39,14 @@ fn main() {
             .cloned()
     };
     let runs: usize = arg("--runs").and_then(|v| v.parse().ok()).unwrap_or(7);
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/classifier");
-    let weights = std::fs::read(dir.join("model.gguf")).expect("models/classifier/model.gguf");
+    let dir = arg("--model")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/classifier")
+        });
+    let weights = std::fs::read(dir.join("model.gguf")).expect(
+        "model.gguf in --model DIR (default models/classifier; scripts/setup.sh expands it)",
+    );
     let cpu = Classifier::from_gguf(&weights).expect("CPU model");
     let gpu = match pollster::block_on(WebGpuBackend::new(&weights)) {
         Ok(g) => g,
