@@ -18,8 +18,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::quantized::{gguf_file, GgmlDType};
-use slm_guard::{BackendChoice, Guardian, ModelFiles, Policy, RespondOptions};
+use slm_guard::{BackendChoice, Guardian, Policy, RespondOptions};
+
+#[path = "common/stand_in.rs"]
+mod stand_in;
 
 /// ~32 tokens with the guardian's tokenizer (printed).
 const QUERY: &str =
@@ -76,102 +78,6 @@ fn generation(g: &Guardian, runs: usize, tokens: usize) -> (f64, f64, usize, &'s
     (median(first), median(speed), fewest, backend)
 }
 
-/// Writes the GGUF header of `model` (metadata and tensor table, no tensor data: ~15 KB) to `out`.
-fn save_layout(model: &Path, out: &Path) {
-    let mut f = std::fs::File::open(model).expect("model.gguf");
-    let content = gguf_file::Content::read(&mut f).expect("a GGUF file");
-    let bytes = std::fs::read(model).unwrap();
-    std::fs::write(out, &bytes[..content.tensor_data_offset as usize]).expect("write the layout");
-    println!(
-        "{}: the layout of {} ({} tensors, {} bytes)",
-        out.display(),
-        model.display(),
-        content.tensor_infos.len(),
-        content.tensor_data_offset
-    );
-}
-
-/// A model file with `layout`'s header and seeded random tensor data in the same formats: Q8_0 with one scale per
-/// row (what our int8 kernels need) and F32 (norm weights near 1, as trained). Deterministic.
-fn stand_in(layout: &[u8]) -> Vec<u8> {
-    let content =
-        gguf_file::Content::read(&mut std::io::Cursor::new(layout)).expect("a GGUF header");
-    let start = content.tensor_data_offset as usize;
-    let size = |i: &gguf_file::TensorInfo| {
-        i.shape.elem_count() / i.ggml_dtype.block_size() * i.ggml_dtype.type_size()
-    };
-    let end = content
-        .tensor_infos
-        .values()
-        .map(|i| start + i.offset as usize + size(i))
-        .max()
-        .unwrap_or(start);
-    let mut out = vec![0u8; end];
-    out[..start].copy_from_slice(&layout[..start]);
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        // xorshift64*: fast, seeded, and good enough to keep every int8 value in play
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    };
-    let mut names: Vec<_> = content.tensor_infos.keys().cloned().collect();
-    names.sort(); // HashMap order is random: keep the file deterministic
-    for name in names {
-        let info = &content.tensor_infos[&name];
-        let data = &mut out[start + info.offset as usize..][..size(info)];
-        match info.ggml_dtype {
-            GgmlDType::Q8_0 => {
-                // int8 values in [-127, 127] at scale 1.6e-4: weights of about +-0.02, like the trained ones;
-                // every block has the same scale, so every row is row-scaled
-                let scale = half::f16::from_f32(1.6e-4).to_le_bytes();
-                for block in data.chunks_exact_mut(34) {
-                    block[..2].copy_from_slice(&scale);
-                    for q in &mut block[2..] {
-                        *q = ((next() % 255) as i16 - 127) as i8 as u8;
-                    }
-                }
-            }
-            GgmlDType::F32 => {
-                for v in data.chunks_exact_mut(4) {
-                    let noise = (next() % 1000) as f32 / 1000.0 - 0.5;
-                    v.copy_from_slice(&(1.0 + 0.02 * noise).to_le_bytes());
-                }
-            }
-            other => panic!(
-                "{name}: no stand-in for {other:?} (the shipped guardian has Q8_0 and F32 only)"
-            ),
-        }
-    }
-    out
-}
-
-/// The model files to time: the shipped ones in `dir`, or the stand-in for `layout` with `dir`'s tokenizer and a
-/// manifest naming the stand-in's sha256.
-fn model_files(dir: &Path, layout: Option<&Path>) -> ModelFiles {
-    let mut files = ModelFiles::from_dir(dir).unwrap_or_else(|e| match layout {
-        // the stand-in needs only the manifest and tokenizer from `dir`
-        Some(_) => ModelFiles {
-            manifest: std::fs::read(dir.join("manifest.json")).expect("manifest.json"),
-            weights: Vec::new(),
-            tokenizer: std::fs::read(dir.join("tokenizer.json"))
-                .expect("tokenizer.json (expand it: python3 training/common/packed.py expand DIR)"),
-        },
-        None => panic!("{e} (scripts/setup.sh assembles models/guardian/model.gguf)"),
-    });
-    if let Some(layout) = layout {
-        files.weights = stand_in(&std::fs::read(layout).expect("--stand-in LAYOUT"));
-        let mut m: serde_json::Value = serde_json::from_slice(&files.manifest).unwrap();
-        m["files"]["model.gguf"] = serde_json::json!({
-            "sha256": slm_guard::manifest::sha256_hex(&files.weights),
-            "bytes": files.weights.len(),
-        });
-        files.manifest = serde_json::to_vec(&m).unwrap();
-    }
-    files
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str| {
@@ -190,11 +96,24 @@ fn main() {
     let dir = path("--model")
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models/guardian"));
     if let Some(layout) = path("--save-layout") {
-        save_layout(&dir.join("model.gguf"), &layout);
+        let model = std::fs::read(dir.join("model.gguf")).expect("model.gguf");
+        let header = stand_in::layout(&model).expect("a GGUF file");
+        std::fs::write(&layout, header).expect("write the layout");
+        println!(
+            "{}: the layout of {}/model.gguf ({} bytes)",
+            layout.display(),
+            dir.display(),
+            header.len()
+        );
         return;
     }
     let layout = path("--stand-in");
-    let files = model_files(&dir, layout.as_deref());
+    let files = match &layout {
+        Some(l) => stand_in::model_files(&dir, &std::fs::read(l).expect("--stand-in LAYOUT")),
+        None => slm_guard::ModelFiles::from_dir(&dir).unwrap_or_else(|e| {
+            panic!("{e} (scripts/setup.sh assembles models/guardian/model.gguf)")
+        }),
+    };
     let cpu = Guardian::load(&files).expect("guardian");
     let gpu = match pollster::block_on(Guardian::load_with_backend(&files, BackendChoice::WebGpu)) {
         Ok(g) => g,
