@@ -80,18 +80,13 @@ fn generation(g: &Guardian, runs: usize, tokens: usize) -> (f64, f64, usize, &'s
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| {
+    let value = |name: &str| {
         args.iter()
             .position(|a| a == name)
             .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse::<usize>().ok())
     };
-    let path = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .map(PathBuf::from)
-    };
+    let arg = |name: &str| value(name).and_then(|v| v.parse::<usize>().ok());
+    let path = |name: &str| value(name).map(PathBuf::from);
     let out = path("--out");
     let dir = path("--model")
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models/guardian"));
