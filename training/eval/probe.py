@@ -1,9 +1,10 @@
 """How the shipped guard treats one probe file of messages, through the native runtime (what ships), with the
-default policy: the classifier alone, the guardian alone, and the cascade (`classify --cascade`, as JS `classify`
-runs it when a guardian is loaded). Reports per language the share of unsafe rows flagged (recall) and of benign
-rows flagged (false-positive rate), each with a Wilson 95 % interval, recall per category, and every miss.
+default policy (or `--policy`): the classifier alone, the guardian alone, and the cascade (`classify --cascade`, as
+JS `classify` runs it when a guardian is loaded). Reports per language the share of unsafe rows flagged (recall)
+and of benign rows flagged (false-positive rate), each with a Wilson 95 % interval, recall per category, and every
+miss.
 
-    python training/eval/probe.py [FILE.jsonl] [--max-words N] [--out F.json]
+    python training/eval/probe.py [FILE.jsonl] [--max-words N] [--policy POLICY.json] [--setups ...] [--out F.json]
 
 The default file is the held-out short-Korean-message probe `training/data/synthetic/batch_ood_i.jsonl` (an
 out-of-distribution batch: build.py never trains on it). Rows use the synthetic schema (text, lang, unsafe,
@@ -35,9 +36,10 @@ def wilson(k, n, z=1.96):
     return 100 * (centre - half), 100 * (centre + half)
 
 
-def verdicts(args, rows):
+def verdicts(args, rows, policy=None):
     lines = "".join(json.dumps({"id": i, "text": r["text"]}, ensure_ascii=False) + "\n" for i, r in enumerate(rows))
-    res = subprocess.run([str(CLI), "classify", "--jsonl", *args], input=lines, capture_output=True, text=True,
+    res = subprocess.run([str(CLI), "classify", "--jsonl", *args, *(["--policy", policy] if policy else [])],
+                         input=lines, capture_output=True, text=True,
                          check=True)
     out = {}
     for line in res.stdout.splitlines():
@@ -79,6 +81,7 @@ def main():
     ap.add_argument("file", nargs="?", default=str(REPO / "training/data/synthetic/batch_ood_i.jsonl"))
     ap.add_argument("--max-words", type=int, default=0, help="only rows of at most this many words (0: all)")
     ap.add_argument("--setups", nargs="+", default=list(SETUPS), choices=list(SETUPS))
+    ap.add_argument("--policy", help="a policy file for every setup (default: the manifests' defaults)")
     ap.add_argument("--out")
     a = ap.parse_args()
     rows = [json.loads(line) for line in Path(a.file).read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -86,12 +89,13 @@ def main():
         rows = [r for r in rows if len(r["text"].split()) <= a.max_words]
     models = {name: json.loads((REPO / SETUPS[name][1] / "manifest.json").read_text())["version"] for name in a.setups}
     path = Path(a.file).resolve()
-    result = {"file": str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path), "rows": len(rows), "policy": "default", "versions": models, "setups": {}}
-    print(f"{result['file']}: {len(rows)} rows; default policy; flagged = the verdict's `flagged`")
+    result = {"file": str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path), "rows": len(rows),
+              "policy": a.policy or "default", "versions": models, "setups": {}}
+    print(f"{result['file']}: {len(rows)} rows; policy {result['policy']}; flagged = the verdict's `flagged`")
     print("| setup | lang | unsafe flagged (recall) | benign flagged (FPR) |")
     print("|---|---|---|---|")
     for name in a.setups:
-        rep = summarise(rows, verdicts(SETUPS[name], rows))
+        rep = summarise(rows, verdicts(SETUPS[name], rows, a.policy))
         result["setups"][name] = rep
         for lang, r in rep.items():
             print(f"| {name} | {lang} | {r['recall']:.1f} % [{r['recall_ci'][0]:.1f}, {r['recall_ci'][1]:.1f}] "
