@@ -5,10 +5,13 @@ and of benign rows flagged (false-positive rate), each with a Wilson 95 % interv
 miss.
 
     python training/eval/probe.py [FILE.jsonl] [--max-words N] [--policy POLICY.json] [--setups ...] [--out F.json]
+    python training/eval/probe.py --split ood_test [--group batch_ood_i]   # one split of the data build's rows
 
 The default file is the held-out short-Korean-message probe `training/data/synthetic/batch_ood_i.jsonl` (an
 out-of-distribution batch: build.py never trains on it). Rows use the synthetic schema (text, lang, unsafe,
-categories). Standard library only, plus the release CLI (`cargo build --release --bin slm-guard`).
+categories). A model trained on the build (`training/data/build/unified.jsonl`) chose its checkpoint and threshold
+on `ood_dev`, which holds half of every held-out batch: compare such a model on `--split ood_test` only. Standard
+library only, plus the release CLI (`cargo build --release --bin slm-guard`).
 """
 import argparse
 import json
@@ -82,15 +85,25 @@ def main():
     ap.add_argument("--max-words", type=int, default=0, help="only rows of at most this many words (0: all)")
     ap.add_argument("--setups", nargs="+", default=list(SETUPS), choices=list(SETUPS))
     ap.add_argument("--policy", help="a policy file for every setup (default: the manifests' defaults)")
+    ap.add_argument("--split", help="read the data build's rows of this split (with --group) instead of FILE")
+    ap.add_argument("--group", default="batch_ood_i", help="the build's `group` (a synthetic batch's file stem)")
     ap.add_argument("--out")
     a = ap.parse_args()
+    if a.split:
+        a.file = str(REPO / "training/data/build/unified.jsonl")
     rows = [json.loads(line) for line in Path(a.file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if a.split:
+        rows = [r for r in rows if r["split"] == a.split and r["group"] == a.group]
+        if not rows:
+            raise SystemExit(f"no rows of group {a.group!r} in split {a.split!r} (run training/data/build.py)")
     if a.max_words:
         rows = [r for r in rows if len(r["text"].split()) <= a.max_words]
     models = {name: json.loads((REPO / SETUPS[name][1] / "manifest.json").read_text())["version"] for name in a.setups}
     path = Path(a.file).resolve()
     result = {"file": str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path), "rows": len(rows),
               "policy": a.policy or "default", "versions": models, "setups": {}}
+    if a.split:
+        result["file"] += f" ({a.group}, {a.split})"
     print(f"{result['file']}: {len(rows)} rows; policy {result['policy']}; flagged = the verdict's `flagged`")
     print("| setup | lang | unsafe flagged (recall) | benign flagged (FPR) |")
     print("|---|---|---|---|")
