@@ -10,22 +10,16 @@ truncated or tampered archive is refused. Standard library only: setup runs it b
     python3 training/common/packed.py pack models/classifier/model.gguf
 """
 import argparse
-import hashlib
 import json
 import lzma
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from training.common.assets import sha256  # noqa: E402  (standard library only, like this file)
+
 SUFFIX = ".xz"
 PRESET = 9  # deterministic for a given input: a re-export of the same bytes gives the same archive
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def pack(path):

@@ -11,7 +11,6 @@ numpy + gguf only (no torch).
     python training/guardian/assemble.py            # idempotent: does nothing when model.gguf already matches
 """
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from training.common.assets import sha256  # noqa: E402
 from training.common.quant import quantize_q8_0_row  # noqa: E402
 
 MODEL_DIR = ROOT / "models/guardian"
@@ -27,14 +27,6 @@ META_INT = {"context_length", "embedding_length", "block_count", "feed_forward_l
             "attention.head_count_kv", "attention.key_length", "attention.value_length",
             "attention.sliding_window", "attention.sliding_window_pattern"}
 META_FLOAT = {"attention.layer_norm_rms_epsilon", "rope.freq_base", "rope.local_freq_base"}
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def field(reader, key):
